@@ -1,0 +1,72 @@
+"""The audit log: one JSON line an event, appended to a file beside the store.
+
+Appending costs the same however long the log is, so it never slows user writes down. Callers
+append while holding the store's lock, so lines from several processes never interleave. A line
+torn by a crash is skipped on reading, and the next append starts on a fresh line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from .models import AuditEvent
+
+
+class AuditLog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, events: Iterable[AuditEvent]) -> None:
+        lines = b"".join(orjson.dumps(_to_doc(e)) + b"\n" for e in events)
+        if not lines:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                lines = b"\n" + lines
+            os.write(fd, lines)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self) -> list[AuditEvent]:
+        """Every readable event, oldest first."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in raw.splitlines():
+            try:
+                events.append(_from_doc(orjson.loads(line)))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a line torn by a crash mid-append
+        return events
+
+
+def _to_doc(event: AuditEvent) -> dict:
+    return {
+        "at": event.at.timestamp(),
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "outcome": event.outcome,
+        "detail": event.detail,
+    }
+
+
+def _from_doc(doc: dict) -> AuditEvent:
+    return AuditEvent(
+        at=datetime.fromtimestamp(doc["at"], UTC),
+        actor=doc["actor"],
+        action=doc["action"],
+        target=doc["target"],
+        outcome=doc["outcome"],
+        detail=doc.get("detail"),
+    )

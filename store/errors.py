@@ -1,0 +1,54 @@
+"""Errors the service raises. Each carries a one-line message fit to show a person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class StoreError(Exception):
+    """Base class: anything the store refuses, with a message for people."""
+
+
+class StoreMissing(StoreError):
+    pass
+
+
+class StoreCorrupt(StoreError):
+    pass
+
+
+class KeyFileError(StoreError):
+    pass
+
+
+class PermissionDenied(StoreError):
+    pass
+
+
+class PolicyError(StoreError):
+    pass
+
+
+class UnknownUser(StoreError):
+    pass
+
+
+class InvalidInput(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class ImportRejected(StoreError):
+    """A CSV import with bad rows: nothing was written."""
+
+    def __init__(self, errors: list[RowError]):
+        self.errors = errors
+        super().__init__(f"{len(errors)} bad row(s); nothing imported")

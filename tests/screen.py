@@ -1,0 +1,242 @@
+"""Read a terminal screen back for tests: ANSI parsing, QR decoding, tmux.
+
+Not a test module. ``decode_qr`` rebuilds the image a human would see in a
+given terminal theme, so a renderer that leaves a colour to the theme fails
+in one of the two.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import zxingcpp
+from PIL import Image
+
+RGB = tuple[int, int, int]
+
+# xterm's defaults for the 16 theme colours; a real theme may differ, which is
+# exactly why the renderer must not rely on them.
+_ANSI16: tuple[RGB, ...] = (
+    (0, 0, 0), (205, 0, 0), (0, 205, 0), (205, 205, 0),
+    (0, 0, 238), (205, 0, 205), (0, 205, 205), (229, 229, 229),
+    (127, 127, 127), (255, 0, 0), (0, 255, 0), (255, 255, 0),
+    (92, 92, 255), (255, 0, 255), (0, 255, 255), (255, 255, 255),
+)  # fmt: skip
+_CUBE = (0, 95, 135, 175, 215, 255)
+
+THEMES: dict[str, tuple[RGB, RGB]] = {  # (default fg, default bg)
+    "dark": ((229, 229, 229), (0, 0, 0)),
+    "light": ((0, 0, 0), (255, 255, 255)),
+}
+
+# Sub-blocks covered by each glyph: (upper-left, upper-right, lower-left, lower-right).
+_COVER: dict[str, tuple[int, int, int, int]] = {
+    " ": (0, 0, 0, 0), "▘": (1, 0, 0, 0), "▝": (0, 1, 0, 0), "▖": (0, 0, 1, 0),
+    "▗": (0, 0, 0, 1), "▀": (1, 1, 0, 0), "▄": (0, 0, 1, 1), "▌": (1, 0, 1, 0),
+    "▐": (0, 1, 0, 1), "▚": (1, 0, 0, 1), "▞": (0, 1, 1, 0), "▛": (1, 1, 1, 0),
+    "▜": (1, 1, 0, 1), "▙": (1, 0, 1, 1), "▟": (0, 1, 1, 1), "█": (1, 1, 1, 1),
+}  # fmt: skip
+_QUADRANT_ONLY = frozenset("▘▝▖▗▚▞▌▐▙▛▜▟")
+
+_CSI = re.compile(r"\x1b\[([0-9;:]*)([@-~])")
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    char: str
+    fg: RGB | None  # None: the terminal's default
+    bg: RGB | None
+    reverse: bool = False
+
+    def colours(self, default_fg: RGB, default_bg: RGB) -> tuple[RGB, RGB]:
+        fg = self.fg or default_fg
+        bg = self.bg or default_bg
+        return (bg, fg) if self.reverse else (fg, bg)
+
+
+def _palette(n: int) -> RGB:
+    if n < 16:
+        return _ANSI16[n]
+    if n < 232:
+        n -= 16
+        return _CUBE[n // 36], _CUBE[n // 6 % 6], _CUBE[n % 6]
+    grey = 8 + 10 * (n - 232)
+    return grey, grey, grey
+
+
+def _extended(params: list[int], i: int) -> tuple[RGB | None, int]:
+    """Parse 38/48's arguments at params[i:]; return colour and next index."""
+    kind = params[i] if i < len(params) else None
+    if kind == 5 and i + 1 < len(params):
+        return _palette(params[i + 1]), i + 2
+    if kind == 2 and i + 3 < len(params):
+        r, g, b = params[i + 1 : i + 4]
+        return (r, g, b), i + 4
+    return None, len(params)
+
+
+def parse_ansi_screen(text: str) -> list[list[Cell]]:
+    """Parse ``tmux capture-pane -p -e`` output into rows of cells.
+
+    SGR state carries across lines, as on a terminal. Non-SGR escapes are dropped.
+    """
+    fg: RGB | None = None
+    bg: RGB | None = None
+    reverse = False
+    rows: list[list[Cell]] = []
+    for line in text.split("\n"):
+        row: list[Cell] = []
+        pos = 0
+        for m in _CSI.finditer(line):
+            row += [Cell(ch, fg, bg, reverse) for ch in line[pos : m.start()]]
+            pos = m.end()
+            if m.group(2) != "m":
+                continue
+            params = [int(p) if p else 0 for p in re.split("[;:]", m.group(1))]
+            i = 0
+            while i < len(params):
+                p = params[i]
+                i += 1
+                if p == 0:
+                    fg, bg, reverse = None, None, False
+                elif p == 7:
+                    reverse = True
+                elif p == 27:
+                    reverse = False
+                elif 30 <= p <= 37:
+                    fg = _ANSI16[p - 30]
+                elif 90 <= p <= 97:
+                    fg = _ANSI16[p - 90 + 8]
+                elif p == 39:
+                    fg = None
+                elif 40 <= p <= 47:
+                    bg = _ANSI16[p - 40]
+                elif 100 <= p <= 107:
+                    bg = _ANSI16[p - 100 + 8]
+                elif p == 49:
+                    bg = None
+                elif p in (38, 48):
+                    colour, i = _extended(params, i)
+                    if p == 38:
+                        fg = colour
+                    else:
+                        bg = colour
+        row += [Cell(ch, fg, bg, reverse) for ch in line[pos:].rstrip("\r")]
+        rows.append(row)
+    return rows
+
+
+def _dark(rgb: RGB) -> bool:
+    r, g, b = rgb
+    return 0.299 * r + 0.587 * g + 0.114 * b < 128
+
+
+def qr_image(cells: list[list[Cell]], default_fg: RGB, default_bg: RGB, scale: int = 8) -> Image.Image:
+    """Rebuild the screen as a black/white image, one pixel block per module.
+
+    A cell is 2 modules tall, and 2 wide if the screen uses quadrant glyphs,
+    else 1 wide (half blocks). Missing cells (short lines) are default bg.
+    """
+    across = 2 if any(c.char in _QUADRANT_ONLY for row in cells for c in row) else 1
+    width = max((len(row) for row in cells), default=0)
+    blank = Cell(" ", None, None)
+    modules: list[list[bool]] = []
+    for row in cells:
+        top: list[bool] = []
+        bottom: list[bool] = []
+        for cell in row + [blank] * (width - len(row)):
+            fg, bg = cell.colours(default_fg, default_bg)
+            ul, ur, ll, lr = _COVER.get(cell.char, (0, 0, 0, 0))
+            top += [_dark(fg if ul else bg)] + ([_dark(fg if ur else bg)] if across == 2 else [])
+            bottom += [_dark(fg if ll else bg)] + ([_dark(fg if lr else bg)] if across == 2 else [])
+        modules += [top, bottom]
+    img = Image.new("L", (width * across, len(modules)))
+    img.putdata([0 if dark else 255 for line in modules for dark in line])
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def decode_qr(text: str, theme: Literal["dark", "light"] = "dark") -> list[str]:
+    """Texts of the QR codes visible in ``text`` as rendered in ``theme``."""
+    img = qr_image(parse_ansi_screen(text), *THEMES[theme])
+    # No try_invert: not every authenticator's scanner reads light-on-dark codes.
+    found = zxingcpp.read_barcodes(img, formats=zxingcpp.BarcodeFormat.QRCode, try_invert=False)
+    return [b.text for b in found]
+
+
+class Tmux:
+    """A detached tmux session on a private socket, for driving a real terminal.
+
+    COLUMNS and LINES are dropped from the environment: pytest's readline
+    import sets them, and the pane would inherit a size that is not its own.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        cols: int = 80,
+        rows: int = 24,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.command = list(command)
+        self.cols, self.rows = cols, rows
+        self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        self.env.update(env or {})
+        self._dir = tempfile.mkdtemp(prefix="tmux-test-")
+        self.socket = os.path.join(self._dir, "sock")
+
+    def _tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-S", self.socket, *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+
+    def __enter__(self) -> Tmux:
+        # -f /dev/null: the user's tmux.conf must not change what we see.
+        self._tmux(
+            "-f", "/dev/null", "new-session", "-d", "-s", "t",
+            "-x", str(self.cols), "-y", str(self.rows), "--", *self.command,
+        )  # fmt: skip
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], env=self.env, capture_output=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def send(self, *keys: str) -> None:
+        """tmux send-keys: names like "Enter", "C-c", or literal text."""
+        self._tmux("send-keys", "-t", "t", *keys)
+
+    def capture(self, escapes: bool = True) -> str:
+        """The visible pane; with ``escapes``, SGR sequences inline (-e).
+
+        With escapes, -N keeps trailing spaces: tmux trims them even when they
+        carry a background colour, which would eat a QR code's right quiet zone.
+        """
+        return self._tmux("capture-pane", "-p", "-t", "t", *(["-e", "-N"] if escapes else []))
+
+    def wait_for(self, text: str, timeout: float = 5.0) -> str:
+        """Poll until ``text`` is on screen; return the plain capture."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.capture(escapes=False)
+            if text in screen:
+                return screen
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not on screen after {timeout}s:\n{screen}")
+            time.sleep(0.02)

@@ -1,0 +1,557 @@
+"""The `mfa-console` command line: the host operator's tool, and the dashboard's launcher.
+
+Commands run as the host's operator (whoever can read the store and its key controls it anyway)
+and are audited with the OS user name. Exit codes: 0 ok, 1 rejected or refused, 2 usage error,
+unknown user or unusable store, 3 locked out, 4 no active 2FA, 5 enrollment required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import pwd
+import shutil
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from store import demo as demo_store
+from store.csvio import users_to_json, write_users_csv
+from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError
+from store.models import NewUser, Policy, PolicyMode, Role, Status, User
+from store.paths import StorePaths, resolve
+from store.service import AuthResult, Enrollment, Outcome, Service, Session
+
+from .qr import QRCode, QRTooLarge, ansi_lines, fit_qr
+from .text import printable
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOT_ENROLLED, EXIT_ENROLL = 0, 1, 2, 3, 4, 5
+SIDE_WIDTH = 33  # the text column beside a QR code: 80 - 45 (QR) - 2 (gap)
+CONFIRM_TRIES = 3
+
+
+class Fail(Exception):
+    """A one-line message for stderr, and the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_REJECTED):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mfa-console", description="Two-factor authentication (TOTP) for a contact center.")
+    p.add_argument("--db", metavar="PATH", help="the store (default: $MFA_CONSOLE_DB or the user data folder)")
+    p.add_argument("--key", metavar="PATH", help="the key file (default: $MFA_CONSOLE_KEY or beside the store)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("init", help="create a store and its first administrator")
+    s.add_argument("--issuer", required=True, help="the contact center's name, shown in authenticator apps")
+    s.add_argument("--admin", required=True, metavar="USERNAME")
+    s.add_argument("--name", help="the administrator's display name (default: the username)")
+    s.add_argument("--mode", choices=[m.value for m in PolicyMode], default=PolicyMode.MANDATORY.value)
+    s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    s = sub.add_parser("demo", help="create (or reuse) the demo contact center and open it")
+    s.add_argument("--users", type=_positive, help="how many users (default 200); rebuilds the demo store")
+    s.add_argument("--reset", action="store_true", help="rebuild the demo store")
+    s.add_argument("--no-dashboard", action="store_true", help="only create the store and say how to sign in")
+
+    users = sub.add_parser("users", help="list, add, change, import and export users")
+    usub = users.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    s = usub.add_parser("list", help="list users")
+    s.add_argument("--status", choices=[st.value for st in Status])
+    s.add_argument("--team")
+    s.add_argument("--role", choices=[r.value for r in Role])
+    s.add_argument("--json", action="store_true")
+    s = usub.add_parser("add", help="add a user")
+    s.add_argument("username")
+    s.add_argument("--name", required=True)
+    s.add_argument("--role", required=True, choices=[r.value for r in Role])
+    s.add_argument("--team")
+    s.add_argument("--email")
+    s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    s = usub.add_parser("edit", help="change a user's name, email, role or team ('' clears email/team)")
+    s.add_argument("username")
+    s.add_argument("--name")
+    s.add_argument("--email")
+    s.add_argument("--role", choices=[r.value for r in Role])
+    s.add_argument("--team")
+    for action, text in (
+        ("deactivate", "deactivate an account (it can no longer sign in)"),
+        ("reactivate", "reactivate a deactivated account"),
+        ("reset-2fa", "wipe a user's secret and recovery codes: back to Pending"),
+        ("unlock", "lift a lockout"),
+    ):
+        usub.add_parser(action, help=text).add_argument("username")
+    s = usub.add_parser("passwd", help="set a user's password")
+    s.add_argument("username")
+    s.add_argument("--password-stdin", action="store_true")
+    s = usub.add_parser("import", help="add users from a CSV file (all rows or none)")
+    s.add_argument("file", help="CSV with header username,name,email,role,team ('-' for stdin)")
+    s = usub.add_parser("export", help="export users as CSV or JSON")
+    s.add_argument("--format", choices=["csv", "json"], default="csv")
+    s.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created 0600) instead of stdout")
+
+    s = sub.add_parser("enroll", help="set up a user's authenticator app in this terminal")
+    s.add_argument("username")
+    s = sub.add_parser("verify", help="check one code from stdin: 0 accepted, 1 rejected, 3 locked, 4 no 2FA")
+    s.add_argument("username")
+    s.add_argument("-q", "--quiet", action="store_true", help="say nothing; the exit code tells")
+    s = sub.add_parser("login", help="password, then code: exit codes as verify, 5 enrollment required")
+    s.add_argument("username")
+
+    policy = sub.add_parser("policy", help="show or change the 2FA policy")
+    psub = policy.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    psub.add_parser("show", help="the policy in force").add_argument("--json", action="store_true")
+    psub.add_parser("set-mode", help="the plan: 2FA mandatory or optional").add_argument(
+        "mode", choices=[m.value for m in PolicyMode]
+    )
+    psub.add_parser("enable", help="turn 2FA on")
+    psub.add_parser("disable", help="turn 2FA off (only when the mode is optional)")
+    psub.add_parser("set-issuer", help="the name authenticator apps show").add_argument("issuer")
+
+    s = sub.add_parser("audit", help="the audit log, newest first")
+    s.add_argument("--user", help="events by or about this user")
+    s.add_argument("--action", help="events whose action starts with this (e.g. login, 2fa.reset)")
+    s.add_argument("--since", type=_since, metavar="DATE", help="YYYY-MM-DD or an ISO 8601 time (UTC if no zone)")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command is None:
+            return _dashboard(resolve(args.db, args.key))
+        return COMMANDS[args.command](args)
+    except ImportRejected as exc:
+        for error in exc.errors:
+            print(f"{args.file}:{error.line}: {printable(error.reason)}", file=sys.stderr)
+        print(f"mfa-console: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except Fail as exc:
+        print(f"mfa-console: {printable(str(exc))}", file=sys.stderr)
+        return exc.code
+    except (PolicyError, PermissionDenied) as exc:
+        print(f"mfa-console: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_REJECTED
+    except StoreError as exc:  # unknown user, bad input, missing, corrupt or locked-away store
+        print(f"mfa-console: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_init(args) -> int:
+    paths = resolve(args.db, args.key)
+    if paths.db.exists():
+        raise Fail(f"a store already exists at {paths.db}; refusing to overwrite it", EXIT_USAGE)
+    password = _new_password(args.password_stdin, f"Password for {args.admin}")
+    if not password:
+        raise Fail("the first administrator needs a password", EXIT_USAGE)
+    admin = NewUser(args.admin, args.name or args.admin, Role.ADMIN)
+    service = Service.create(paths, issuer=args.issuer, mode=PolicyMode(args.mode), actor=_os_actor())
+    service.add_user(service.operator(_os_actor()), admin, password=password)
+    print(f"Created {paths.db} (key {paths.key}).")
+    print(f"{admin.username} is Pending: enroll now with `mfa-console enroll {admin.username}`,")
+    print("or sign in to the dashboard (`mfa-console`), which enrolls at first sign-in.")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    paths = resolve(args.db, args.key, demo=True)
+    if paths.db.exists() and (args.reset or args.users):
+        for path in (paths.db, paths.key, paths.audit):
+            path.unlink(missing_ok=True)
+    if not paths.db.exists():
+        count = args.users or 200
+        print(f"Building the demo contact center ({count} users) at {paths.db} ...", file=sys.stderr)
+        demo_store.build_demo(paths, users=count, actor=_os_actor(), now=time.time()).close()
+    print(demo_store.login_help())
+    if args.no_dashboard or not sys.stdout.isatty():
+        return EXIT_OK
+    return _dashboard(paths, demo=True)
+
+
+def cmd_users(args) -> int:
+    service, op = _open(args)
+    action = args.action
+    if action == "list":
+        users = [
+            u
+            for u in service.list_users(op)
+            if (not args.status or u.status.value == args.status)
+            and (not args.team or (u.team or "").casefold() == args.team.casefold())
+            and (not args.role or u.role.value == args.role)
+        ]
+        if args.json:
+            print(json.dumps(users_to_json(users), indent=2))
+        else:
+            _print_users(users)
+        return EXIT_OK
+    if action == "add":
+        password = _new_password(args.password_stdin, f"Password for {args.username} (Enter for none)", required=False)
+        new = NewUser(args.username, args.name, Role(args.role), email=args.email, team=args.team)
+        user = service.add_user(op, new, password=password or None)
+        print(f"Added {user.username} ({user.role.value}), {user.status.value}.")
+        if not password:
+            print(f"No password yet: set one with `mfa-console users passwd {user.username}`.")
+        return EXIT_OK
+    if action == "edit":
+        user = service.edit_user(op, args.username, name=args.name, email=args.email, role=args.role, team=args.team)
+        print(f"Updated {user.username}.")
+        return EXIT_OK
+    if action in ("deactivate", "reactivate"):
+        user = service.set_active(op, args.username, action == "reactivate")
+        print(f"{user.username} is {'active' if user.active else 'deactivated'}.")
+        return EXIT_OK
+    if action == "reset-2fa":
+        user = service.reset_2fa(op, args.username)
+        print(f"2FA of {user.username} reset: {user.status.value}; they enroll again at next sign-in.")
+        return EXIT_OK
+    if action == "unlock":
+        user = service.unlock(op, args.username)
+        print(f"{user.username} is unlocked.")
+        return EXIT_OK
+    if action == "passwd":
+        service.get_user(op, args.username)  # an unknown user fails before the prompt
+        password = _new_password(args.password_stdin, f"New password for {args.username}")
+        if not password:
+            raise Fail("no password given", EXIT_USAGE)
+        service.set_password(op, args.username, password)
+        print(f"Password of {args.username} set.")
+        return EXIT_OK
+    if action == "import":
+        data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
+        count = service.import_users(op, data)
+        print(f"Imported {count} users.")
+        return EXIT_OK
+    if action == "export":
+        users = service.list_users(op)
+        out = _open_output(args.output) if args.output else sys.stdout
+        try:
+            if args.format == "json":
+                json.dump(users_to_json(users), out, indent=2)
+                out.write("\n")
+            else:
+                write_users_csv(users, out)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        if args.output:
+            print(f"Exported {len(users)} users to {args.output}.", file=sys.stderr)
+        return EXIT_OK
+    raise AssertionError(action)
+
+
+def cmd_enroll(args) -> int:
+    service, op = _open(args)
+    user = service.get_user(op, args.username)
+    if user.status is Status.ACTIVATED:
+        print(f"{user.username} already has 2FA: confirming a new app replaces the old one.")
+    enrollment = service.begin_enrollment(op, user.username)
+    try:
+        for attempt in range(CONFIRM_TRIES):
+            code = _ask_code_with_qr(enrollment) if attempt == 0 else _ask("Code from the app: ")
+            result = service.confirm_enrollment(op, user.username, code)
+            if result.ok:
+                break
+            if result.outcome is Outcome.LOCKED:
+                raise Fail(f"{user.username} is locked out until {_when(result.locked_until)}", EXIT_LOCKED)
+            print("That code is not right. Check the phone's clock is set automatically, then try the newest code.")
+        else:
+            raise Fail(f"enrollment not confirmed; {user.username} stays {user.status.value}")
+    except (EOFError, KeyboardInterrupt, Fail):
+        service.cancel_enrollment(op, user.username)
+        raise
+    if sys.stdout.isatty():
+        # The key must not outlive enrollment on screen: clear the screen and its scrollback.
+        sys.stdout.write("\x1b[H\x1b[2J\x1b[3J")
+    print(f"2FA is active for {user.username}.")
+    print("Recovery codes, each good for one sign-in without the phone.")
+    print("Save them now: they are not shown again.")
+    codes = result.recovery_codes
+    for left, right in zip(codes[0::2], codes[1::2]):
+        print(f"  {left}    {right}")
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    service = _service(args)
+    code = sys.stdin.readline().strip()
+    result = service.verify(args.username, code, actor=f"verify:{_os_actor()}")
+    return _auth_exit(result, quiet=args.quiet)
+
+
+def cmd_login(args) -> int:
+    service = _service(args)
+    interactive = sys.stdin.isatty()
+    password = getpass.getpass("Password: ") if interactive else sys.stdin.readline().rstrip("\n")
+    result = service.login(args.username, password)
+    if result.outcome is Outcome.CODE_REQUIRED:
+        code = _ask("Code (or recovery code): ") if interactive else sys.stdin.readline().strip()
+        result = service.login_code(result.session, code)
+    return _auth_exit(result)
+
+
+def cmd_policy(args) -> int:
+    service, op = _open(args)
+    if args.action == "show":
+        _print_policy(service.policy(), as_json=args.json)
+        return EXIT_OK
+    if args.action == "set-mode":
+        policy = service.set_mode(op, PolicyMode(args.mode))
+    elif args.action in ("enable", "disable"):
+        policy = service.set_enabled(op, args.action == "enable")
+    else:
+        policy = service.set_issuer(op, args.issuer)
+    _print_policy(policy, as_json=False)
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    service, op = _open(args)
+    events = service.audit(op, user=args.user, action=args.action, since=args.since)
+    if args.json:
+        docs = [
+            {"at": _iso(e.at), "actor": e.actor, "action": e.action, "target": e.target, "outcome": e.outcome,
+             "detail": e.detail}
+            for e in events
+        ]
+        print(json.dumps(docs, indent=2))
+        return EXIT_OK
+    for e in events:
+        line = f"{_iso(e.at)}  {e.actor:<16} {e.action:<16} {e.target or '-':<20} {e.outcome:<8} {e.detail or ''}"
+        print(printable(line.rstrip()))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "demo": cmd_demo,
+    "users": cmd_users,
+    "enroll": cmd_enroll,
+    "verify": cmd_verify,
+    "login": cmd_login,
+    "policy": cmd_policy,
+    "audit": cmd_audit,
+}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _service(args) -> Service:
+    return Service(resolve(args.db, args.key))
+
+
+def _open(args) -> tuple[Service, Session]:
+    service = _service(args)
+    return service, service.operator(_os_actor())
+
+
+def _os_actor() -> str:
+    """The OS account running the command, and who ran sudo, if anyone."""
+    name = pwd.getpwuid(os.geteuid()).pw_name
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name}(sudo:{sudo})" if sudo and sudo != name else name
+
+
+def _dashboard(paths: StorePaths, *, demo: bool = False) -> int:
+    from .app import run_dashboard  # Textual loads only when the dashboard opens
+
+    return run_dashboard(paths, demo=demo)
+
+
+def _new_password(from_stdin: bool, prompt: str, *, required: bool = True) -> str:
+    """A password from stdin's first line, or asked twice without echo on a terminal."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        if not required:
+            return ""
+        raise Fail("no terminal to ask for the password: pass it with --password-stdin", EXIT_USAGE)
+    first = getpass.getpass(f"{prompt}: ")
+    if first and getpass.getpass("Again: ") != first:
+        raise Fail("the two passwords differ", EXIT_USAGE)
+    return first
+
+
+def _ask(prompt: str) -> str:
+    print(prompt, end="", flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.strip()
+
+
+def _ask_code_with_qr(enrollment: Enrollment) -> str:
+    """Draws the QR code for the terminal's current size; Enter on an empty line redraws it."""
+    while True:
+        size = shutil.get_terminal_size((80, 24))
+        for line in enrollment_screen(enrollment, size.columns, size.lines - 1):
+            print(line)
+        code = _ask("Code from the app (Enter alone redraws): ")
+        if code:
+            return code
+
+
+def enrollment_screen(enrollment: Enrollment, cols: int, rows: int) -> list[str]:
+    """The QR code with the account and key beside it, below it, or, if it cannot fit, the key alone."""
+    side = _side_text(enrollment, SIDE_WIDTH)
+    code = fit_qr(enrollment.uri, cols - SIDE_WIDTH - 2, rows)
+    if isinstance(code, QRCode):
+        lines = ansi_lines(code)
+        pad = (code.height - len(side)) // 2
+        side = [""] * max(pad, 0) + side
+        return [qr + "  " + (side[i] if i < len(side) else "") for i, qr in enumerate(lines)]
+    below = _side_text(enrollment, cols)
+    code = fit_qr(enrollment.uri, cols, rows - len(below))
+    if isinstance(code, QRCode):
+        return ansi_lines(code) + below
+    need = fit_qr(enrollment.uri, 1, 1)
+    assert isinstance(need, QRTooLarge)
+    return [
+        f"This terminal is {cols}x{rows + 1}: the QR code needs at least {need.needed_cols}x{need.needed_rows + 1}.",
+        "Enlarge the window and press Enter to redraw it, or type the key into the app:",
+        "",
+        *below,
+    ]
+
+
+def _side_text(enrollment: Enrollment, width: int) -> list[str]:
+    wrap = lambda text: textwrap.wrap(printable(text), width) or [""]  # noqa: E731
+    key_groups = enrollment.grouped_secret.split(" ")
+    key_lines = [" ".join(key_groups[i : i + 4]) for i in range(0, len(key_groups), 4)]
+    return [
+        *wrap("Scan with Google Authenticator or any TOTP app."),
+        "",
+        "Account:",
+        *wrap(enrollment.label),
+        "",
+        "Or enter this key by hand:",
+        *key_lines,
+        "(time-based, 6 digits, 30 s)",
+    ]
+
+
+def _auth_exit(result: AuthResult, *, quiet: bool = False) -> int:
+    messages = {
+        Outcome.OK: ("accepted", EXIT_OK),
+        Outcome.INVALID: ("rejected", EXIT_REJECTED),
+        Outcome.LOCKED: (f"locked out until {_when(result.locked_until)}", EXIT_LOCKED),
+        Outcome.NOT_ENROLLED: ("no active 2FA for this user", EXIT_NOT_ENROLLED),
+        Outcome.ENROLLMENT_REQUIRED: ("enrollment required: run `mfa-console enroll` or sign in to the dashboard", EXIT_ENROLL),
+    }
+    message, code = messages[result.outcome]
+    if result.used_recovery_code:
+        message += f" (recovery code used; {result.recovery_codes_left} left)"
+    if not quiet:
+        print(message, file=sys.stderr)
+    return code
+
+
+def _print_users(users: list[User]) -> None:
+    header = ("USERNAME", "NAME", "ROLE", "TEAM", "2FA", "ACTIVATED", "LAST LOGIN", "")
+    rows = [
+        (
+            u.username,
+            u.name,
+            u.role.value,
+            u.team or "",
+            u.status.value,
+            _day(u.activated_at),
+            _day(u.last_login_at),
+            ", ".join(f for f in ("deactivated" if not u.active else "", "locked" if u.locked_until else "") if f),
+        )
+        for u in sorted(users, key=lambda u: u.username.casefold())
+    ]
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _print_policy(policy: Policy, *, as_json: bool) -> None:
+    doc = {
+        "issuer": policy.issuer,
+        "mode": policy.mode.value,
+        "enabled": policy.enabled,
+        "digits": policy.digits,
+        "period_seconds": policy.period,
+        "window_steps": policy.window,
+        "lockout": {
+            "failures": policy.max_failures,
+            "first_lock_minutes": policy.lock_minutes,
+            "max_lock_minutes": policy.lock_cap_minutes,
+        },
+    }
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    state = "on" if policy.enabled else "off"
+    print(f"Issuer:   {printable(policy.issuer)}")
+    print(f"2FA:      {state} ({policy.mode.value}{'' if policy.may_disable else ': cannot be turned off'})")
+    print(f"Codes:    TOTP, {policy.digits} digits, every {policy.period} s, ±{policy.window} step accepted")
+    print(
+        f"Lockout:  {policy.max_failures} failures lock for {policy.lock_minutes} min, "
+        f"doubling each time up to {policy.lock_cap_minutes} min"
+    )
+
+
+def _read_file(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise Fail(f"cannot read {name}: {exc.strerror}", EXIT_USAGE) from exc
+
+
+def _open_output(name: str):
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise Fail(f"cannot write {name}: {exc.strerror}", EXIT_USAGE) from exc
+    return open(fd, "w", encoding="utf-8", newline="")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _since(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD or an ISO 8601 time, got {text!r}") from exc
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _day(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d") if at else ""
+
+
+def _when(at: datetime | None) -> str:
+    if at is None:
+        return "later"
+    minutes = max(1, round((at.timestamp() - time.time()) / 60))
+    return f"{at.astimezone().strftime('%H:%M')} ({minutes} min)"
