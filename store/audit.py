@@ -35,6 +35,13 @@ class AuditLog:
         finally:
             os.close(fd)
 
+    def version(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_size, st.st_mtime_ns)
+
     def read(self) -> list[AuditEvent]:
         """Every readable event, oldest first."""
         try:

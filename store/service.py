@@ -146,24 +146,38 @@ class Service:
         issuer: str,
         mode: PolicyMode = PolicyMode.MANDATORY,
         actor: str,
+        admin: NewUser | None = None,
+        password: str | None = None,
         clock: Callable[[], float] | None = None,
     ) -> Service:
-        """A new, empty store and its key file; refuses when either exists. `actor`: the OS user."""
+        """A new store, its key file and optionally its first administrator; `actor`: the OS user.
+
+        Everything is checked before any file is made, and existing files are never replaced.
+        """
         issuer = clean_issuer(issuer)
+        if admin is not None:
+            admin = replace(_clean_new_user(admin), role=Role.ADMIN)
+            password_hash = crypto.hash_password(_check_password(password or ""))
         if paths.db.exists():
             raise StoreError(f"a store already exists at {paths.db}; refusing to overwrite it")
         master = crypto.create_key_file(paths.key)
         box = crypto.SecretBox(master)
         service = cls(paths, clock=clock)
+        now = service._clock()
         meta = {
             "schema": SCHEMA_VERSION,
             "key_check": box.check,
-            "created_at": service._clock(),
+            "created_at": now,
             "policy": {"mode": mode.value, "enabled": True, "issuer": issuer},
         }
-        service._storage = LockedAtomicStorage.create(paths.db, {META_TABLE: {META_ID: meta}, "users": {}})
+        users = {}
+        events = [service._event(f"os:{actor}", "store.created", None, "ok", f"issuer {issuer}")]
+        if admin is not None:
+            users[username_key(admin.username)] = cls._new_doc(admin, now, password_hash)
+            events.append(service._event(f"os:{actor}", "user.add", username_key(admin.username), "ok", "role admin"))
+        service._storage = LockedAtomicStorage.create(paths.db, {META_TABLE: {META_ID: meta}, "users": users})
         service._box = box
-        service._audit.append([service._event(f"os:{actor}", "store.created", None, "ok", f"issuer {issuer}")])
+        service._audit.append(events)
         return service
 
     def close(self) -> None:
@@ -269,6 +283,10 @@ class Service:
         for user in users:
             count[user.status] += 1
         return Rollout(len(users), count[Status.ACTIVATED], count[Status.PENDING], count[Status.DISABLED])
+
+    def audit_version(self) -> tuple[int, int] | None:
+        """Changes whenever an event was recorded: the audit file's size and mtime."""
+        return self._audit.version()
 
     def audit(
         self,

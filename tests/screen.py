@@ -185,13 +185,23 @@ class Tmux:
         cols: int = 80,
         rows: int = 24,
         env: Mapping[str, str] | None = None,
+        remain_on_exit: bool = False,
     ) -> None:
+        """``remain_on_exit``: keep the pane (and its last screen) once the command exits,
+        so a test can still capture it and read the exit status (``wait_exit``)."""
         self.command = list(command)
         self.cols, self.rows = cols, rows
         self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         self.env.update(env or {})
         self._dir = tempfile.mkdtemp(prefix="tmux-test-")
         self.socket = os.path.join(self._dir, "sock")
+        self._conf = os.devnull
+        if remain_on_exit:
+            # Set before the session starts: a command that exits at once cannot race it. An
+            # empty format: no "Pane is dead" line is added to (or scrolls) the last screen.
+            self._conf = os.path.join(self._dir, "tmux.conf")
+            with open(self._conf, "w") as f:
+                f.write('set -g remain-on-exit on\nset -gq remain-on-exit-format ""\n')
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(
@@ -204,9 +214,9 @@ class Tmux:
         ).stdout
 
     def __enter__(self) -> Tmux:
-        # -f /dev/null: the user's tmux.conf must not change what we see.
+        # -f /dev/null (or our own file): the user's tmux.conf must not change what we see.
         self._tmux(
-            "-f", "/dev/null", "new-session", "-d", "-s", "t",
+            "-f", self._conf, "new-session", "-d", "-s", "t",
             "-x", str(self.cols), "-y", str(self.rows), "--", *self.command,
         )  # fmt: skip
         return self
@@ -240,3 +250,22 @@ class Tmux:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{text!r} not on screen after {timeout}s:\n{screen}")
             time.sleep(0.02)
+
+    def capture_history(self) -> str:
+        """The scrollback and the visible pane, as plain text."""
+        return self._tmux("capture-pane", "-p", "-t", "t", "-S", "-")
+
+    def exit_status(self) -> int | None:
+        """The command's exit status once it has exited (needs ``remain_on_exit``), else None."""
+        out = self._tmux("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}")
+        dead, _, status = out.strip().partition(" ")
+        return int(status) if dead == "1" and status else None
+
+    def wait_exit(self, timeout: float = 5.0) -> int:
+        """Poll until the command has exited (needs ``remain_on_exit``); return its exit status."""
+        deadline = time.monotonic() + timeout
+        while (status := self.exit_status()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still running after {timeout}s:\n{self.capture(escapes=False)}")
+            time.sleep(0.02)
+        return status

@@ -50,8 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mfa-console", description="Two-factor authentication (TOTP) for a contact center.")
-    p.add_argument("--db", metavar="PATH", help="the store (default: $MFA_CONSOLE_DB or the user data folder)")
-    p.add_argument("--key", metavar="PATH", help="the key file (default: $MFA_CONSOLE_KEY or beside the store)")
+    _store_options(p, default=None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("init", help="create a store and its first administrator")
@@ -125,7 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--action", help="events whose action starts with this (e.g. login, 2fa.reset)")
     s.add_argument("--since", type=_since, metavar="DATE", help="YYYY-MM-DD or an ISO 8601 time (UTC if no zone)")
     s.add_argument("--json", action="store_true")
+    # Also after the command (`mfa-console users list --db PATH`); SUPPRESS: unless given there,
+    # the value from before the command (or None) stands.
+    for command in (*sub.choices.values(), *usub.choices.values(), *psub.choices.values()):
+        _store_options(command, default=argparse.SUPPRESS)
     return p
+
+
+def _store_options(parser: argparse.ArgumentParser, *, default) -> None:
+    parser.add_argument(
+        "--db", metavar="PATH", default=default, help="the store (default: $MFA_CONSOLE_DB or the user data folder)"
+    )
+    parser.add_argument(
+        "--key", metavar="PATH", default=default, help="the key file (default: $MFA_CONSOLE_KEY or beside the store)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except EOFError:  # stdin ended at a prompt (Ctrl-D); enroll has cancelled its enrollment
+        print("\nmfa-console: no input; cancelled", file=sys.stderr)
+        return EXIT_REJECTED
+    except BrokenPipeError:  # the reader went away (`mfa-console users list | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_REJECTED
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -162,8 +180,9 @@ def cmd_init(args) -> int:
     if not password:
         raise Fail("the first administrator needs a password", EXIT_USAGE)
     admin = NewUser(args.admin, args.name or args.admin, Role.ADMIN)
-    service = Service.create(paths, issuer=args.issuer, mode=PolicyMode(args.mode), actor=_os_actor())
-    service.add_user(service.operator(_os_actor()), admin, password=password)
+    Service.create(
+        paths, issuer=args.issuer, mode=PolicyMode(args.mode), actor=os_actor(), admin=admin, password=password
+    ).close()
     print(f"Created {paths.db} (key {paths.key}).")
     print(f"{admin.username} is Pending: enroll now with `mfa-console enroll {admin.username}`,")
     print("or sign in to the dashboard (`mfa-console`), which enrolls at first sign-in.")
@@ -173,12 +192,15 @@ def cmd_init(args) -> int:
 def cmd_demo(args) -> int:
     paths = resolve(args.db, args.key, demo=True)
     if paths.db.exists() and (args.reset or args.users):
+        if args.db or args.key:
+            # --db/--key may name a real store: only the default demo store is ever deleted.
+            raise Fail(f"a store exists at {paths.db}; --reset and --users delete only the default demo store", EXIT_USAGE)
         for path in (paths.db, paths.key, paths.audit):
             path.unlink(missing_ok=True)
     if not paths.db.exists():
         count = args.users or 200
         print(f"Building the demo contact center ({count} users) at {paths.db} ...", file=sys.stderr)
-        demo_store.build_demo(paths, users=count, actor=_os_actor(), now=time.time()).close()
+        demo_store.build_demo(paths, users=count, actor=os_actor(), now=time.time()).close()
     print(demo_store.login_help())
     if args.no_dashboard or not sys.stdout.isatty():
         return EXIT_OK
@@ -291,7 +313,7 @@ def cmd_enroll(args) -> int:
 def cmd_verify(args) -> int:
     service = _service(args)
     code = sys.stdin.readline().strip()
-    result = service.verify(args.username, code, actor=f"verify:{_os_actor()}")
+    result = service.verify(args.username, code, actor=f"verify:{os_actor()}")
     return _auth_exit(result, quiet=args.quiet)
 
 
@@ -357,10 +379,10 @@ def _service(args) -> Service:
 
 def _open(args) -> tuple[Service, Session]:
     service = _service(args)
-    return service, service.operator(_os_actor())
+    return service, service.operator(os_actor())
 
 
-def _os_actor() -> str:
+def os_actor() -> str:
     """The OS account running the command, and who ran sudo, if anyone."""
     name = pwd.getpwuid(os.geteuid()).pw_name
     sudo = os.environ.get("SUDO_USER")
@@ -421,12 +443,13 @@ def enrollment_screen(enrollment: Enrollment, cols: int, rows: int) -> list[str]
         return ansi_lines(code) + below
     need = fit_qr(enrollment.uri, 1, 1)
     assert isinstance(need, QRTooLarge)
-    return [
-        f"This terminal is {cols}x{rows + 1}: the QR code needs at least {need.needed_cols}x{need.needed_rows + 1}.",
-        "Enlarge the window and press Enter to redraw it, or type the key into the app:",
-        "",
-        *below,
-    ]
+    # The smallest terminal that shows it: the smallest code with the text beside it, and the prompt.
+    need_cols, need_rows = need.needed_cols + 2 + SIDE_WIDTH, max(need.needed_rows, len(side)) + 1
+    message = (
+        f"This terminal is {cols}x{rows + 1}: the QR code needs at least {need_cols}x{need_rows}. "
+        "Enlarge the window and press Enter to redraw it, or type the key into the app:"
+    )
+    return [*textwrap.wrap(message, cols), "", *below[below.index("Account:") :]]  # no "Scan ...": no code
 
 
 def _side_text(enrollment: Enrollment, width: int) -> list[str]:

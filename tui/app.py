@@ -1,0 +1,93 @@
+"""The full-screen dashboard: sign-in, then the Users, Security and Audit tabs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from store.models import Role
+from store.paths import StorePaths
+from store.service import Service, Session
+
+from .screens.common import ErrorScreen
+from .screens.login import FirstRunScreen, LoginScreen
+
+
+class MfaConsoleApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "mfa-console"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        paths: StorePaths,
+        *,
+        demo: bool = False,
+        clock: Callable[[], float] | None = None,
+        poll_seconds: float = 1.0,
+    ):
+        super().__init__()
+        self.paths = paths
+        self.demo = demo
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.service = Service(paths, clock=clock)
+        self.session: Session | None = None
+
+    def on_mount(self) -> None:
+        self.run_worker(self._open_store, thread=True, exit_on_error=False)
+
+    def _open_store(self) -> None:
+        """Runs in a thread: checks the store opens (it may be large, missing or corrupt)."""
+        from store.errors import StoreError, StoreMissing
+
+        try:
+            policy = self.service.policy()
+        except StoreMissing:
+            self.call_from_thread(self.push_screen, FirstRunScreen())
+            return
+        except StoreError as exc:
+            self.call_from_thread(self.push_screen, ErrorScreen(str(exc)))
+            return
+        self.call_from_thread(self._show_login, policy.issuer)
+
+    def _show_login(self, issuer: str) -> None:
+        self.title = issuer
+        self.push_screen(LoginScreen(demo=self.demo))
+
+    def signed_in(self, session: Session) -> None:
+        """After the last factor: staff reach the main screen, agents their own 2FA page."""
+        from .screens.agent import AgentScreen
+        from .screens.main import MainScreen
+
+        self.session = session
+        screen: Screen = MainScreen(session) if session.role is not Role.AGENT else AgentScreen(session)
+        self.switch_screen(screen)
+
+    def action_sign_out(self) -> None:
+        self.sign_out()
+
+    def sign_out(self) -> None:
+        if self.session is not None:
+            self.service.logout(self.session)
+            self.session = None
+        self.switch_screen(LoginScreen(demo=self.demo))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if self.session is not None:
+            yield SystemCommand("Sign out", "Back to the sign-in screen", self.sign_out)
+
+    def on_unmount(self) -> None:
+        self.service.close()
+
+
+def run_dashboard(paths: StorePaths, *, demo: bool = False) -> int:
+    MfaConsoleApp(paths, demo=demo).run()
+    return 0

@@ -1,0 +1,70 @@
+"""What an agent sees: their own 2FA status, and enrollment. Nothing more."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Center, Vertical
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from store.models import Status, User
+from store.service import ConfirmResult, Session
+
+from ..text import printable
+from ..widgets.user_grid import BADGES
+from .common import StoreCalls
+from .wizard import EnrollmentWizard
+
+
+class AgentScreen(StoreCalls, Screen):
+    BINDINGS = [Binding("e", "enroll", "Set up 2FA again"), Binding("o", "app.sign_out", "Sign out")]
+
+    def __init__(self, session: Session):
+        super().__init__()
+        self.session = session
+        self.user: User | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="🔐")
+        with Center(), Vertical(id="agent-box"):
+            yield Static(id="agent-status", classes="title")
+            yield Static(id="agent-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = printable(f"{self.session.username} · agent")
+        self.reload()
+
+    def reload(self) -> None:
+        self.call_store(self.app.service.get_user, self.session, self.session.username, then=self.show)
+
+    def show(self, user: User) -> None:
+        self.user = user
+        self.sub_title = printable(f"{user.name} · agent")
+        status = self.query_one("#agent-status", Static)
+        status.update(Content(f"Your two-factor authentication: {BADGES[user.status]}"))
+        for s in Status:
+            status.set_class(user.status is s, f"-{s.value}")
+        if user.status is Status.ACTIVATED:
+            since = user.activated_at.strftime("%d %b %Y") if user.activated_at else "—"
+            detail = (
+                f"Set up on {since}. {user.recovery_codes_left} recovery codes left.\n\n"
+                "New phone? Press e to set up 2FA again: the old phone stops working once the new one is confirmed."
+            )
+        elif user.status is Status.DISABLED:
+            detail = "2FA is turned off for your contact center: you sign in with your password."
+        else:
+            detail = "2FA is not set up yet. Press e to set it up now."
+        self.query_one("#agent-detail", Static).update(Content(detail))
+
+    def action_enroll(self) -> None:
+        if self.user is not None and self.user.status is Status.DISABLED:
+            self.notify("2FA is turned off for your contact center.", severity="warning")
+            return
+
+        def done(result: ConfirmResult | None) -> None:
+            self.reload()
+
+        self.app.push_screen(EnrollmentWizard(self.app.service, self.session, self.session.username), done)

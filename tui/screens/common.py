@@ -1,0 +1,110 @@
+"""Pieces every screen shares: store calls in thread workers, dialogs, the error screen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Input, Label, Static
+from textual.worker import Worker, WorkerState
+
+from store.errors import StoreError
+
+from ..text import printable
+
+
+class StoreCalls:
+    """Mixin for screens: run a service call in a thread, hand its result back on the UI thread.
+
+    Failures are reported once, here: a StoreError as a notification with its message, anything
+    else as an error notification too (the app keeps running).
+    """
+
+    def call_store(self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], None] | None = None,
+                   group: str = "store", exclusive: bool = False, **kwargs: Any) -> Worker:
+        def job() -> Any:
+            result = fn(*args, **kwargs)
+            if then is not None:
+                self.app.call_from_thread(then, result)
+            return result
+
+        return self.run_worker(job, thread=True, group=group, exclusive=exclusive, exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        message = str(error) if isinstance(error, StoreError) else f"unexpected error: {error!r}"
+        self.store_failed(error)
+        self.notify(printable(message), title="Not done", severity="error", markup=False)
+
+    def store_failed(self, error: BaseException | None) -> None:
+        """Hook: a screen may re-enable its form after a failed call."""
+
+
+class ErrorScreen(Screen):
+    """The store cannot be opened: say why, change nothing, let the user quit."""
+
+    BINDINGS = [Binding("q,escape,enter", "app.quit", "Quit")]
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="error-box"):
+            yield Static(Content("mfa-console cannot open the store"), classes="title")
+            yield Static(Content(printable(self.message)), id="error-message")
+            yield Static(Content("Nothing was changed. Press q to quit."), classes="hint")
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """A yes/no question; Enter confirms only when the confirm button has focus."""
+
+    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
+
+    def __init__(self, title: str, body: str, confirm: str, *, danger: bool = True):
+        super().__init__()
+        self.title_text, self.body, self.confirm_label, self.danger = title, body, confirm, danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Content(self.title_text), classes="title")
+            yield Static(Content(self.body), classes="body")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.confirm_label, id="confirm", variant="error" if self.danger else "primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    @on(Button.Pressed)
+    def answer(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+
+class PromptDialog(ModalScreen[str | None]):
+    """One line of input (a file path): Enter accepts, Escape cancels."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str, body: str, *, value: str = "", placeholder: str = ""):
+        super().__init__()
+        self.title_text, self.body, self.value, self.placeholder = title, body, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Content(self.title_text), classes="title")
+            yield Label(Content(self.body), classes="body")
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Static(Content("Enter: OK · Esc: cancel"), classes="hint")
+
+    @on(Input.Submitted)
+    def accept(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
