@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -39,6 +41,10 @@ class MfaConsoleApp(App[None]):
         self.poll_seconds = poll_seconds
         self.service = Service(paths, clock=clock)
         self.session: Session | None = None
+
+    def now(self) -> datetime:
+        """The service's idea of now (a test's frozen clock, or the real one)."""
+        return datetime.fromtimestamp((self.clock or time.time)(), UTC)
 
     def on_mount(self) -> None:
         self.run_worker(self._open_store, thread=True, exit_on_error=False)

@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command is None:
             return _dashboard(resolve(args.db, args.key))
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed stdout fails here, not in the interpreter's exit
+        return code
     except ImportRejected as exc:
         for error in exc.errors:
             print(f"{args.file}:{error.line}: {printable(error.reason)}", file=sys.stderr)

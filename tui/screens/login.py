@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from textual import on
 from textual.app import ComposeResult
@@ -125,7 +125,7 @@ class LoginScreen(StoreCalls, Screen):
 
     def failed(self, result: AuthResult) -> None:
         if result.outcome is Outcome.LOCKED:
-            self.say(locked_message(result.locked_until, datetime.now(UTC)))
+            self.say(locked_message(result.locked_until, self.app.now()))
         else:
             self.say(WRONG)
 

@@ -1,0 +1,219 @@
+"""The dashboard driven for real with Pilot at 80x24."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from textual.widgets import Checkbox, Input
+
+from store.errors import PermissionDenied
+from store.models import NewUser, Role, Status
+from store.service import Service
+from tests.tuihelpers import code_now, enroll, make_optional, screen_text, settle, sign_in
+from tui.app import MfaConsoleApp
+from tui.screens.agent import AgentScreen
+from tui.screens.common import ConfirmDialog
+from tui.screens.login import LoginScreen
+from tui.screens.main import MainScreen
+from tui.widgets.user_grid import UserGrid
+
+SIZE = (80, 24)
+
+
+def make_app(paths, clock, **kwargs) -> MfaConsoleApp:
+    return MfaConsoleApp(paths, clock=clock, poll_seconds=0.1, **kwargs)
+
+
+def user(service: Service, username: str):
+    return service.get_user(service.operator("tester"), username)
+
+
+async def test_admin_signs_in_with_a_code(paths, service, clock):
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code_now(secret, clock))
+        assert isinstance(pilot.app.screen, MainScreen)
+        text = screen_text(pilot.app)
+        assert "Acme Contact Center" in text and "admin" in text
+        assert "Activated 1 of 4 (25%)" in text
+
+
+@pytest.mark.parametrize("password, code", [("wrong-password", None), ("ada-password", "000000")])
+async def test_wrong_password_or_code_gets_one_message(paths, service, clock, password, code):
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", password)
+        if code is not None:
+            assert pilot.app.screen.query_one("#code", Input).display
+            wrong = "000000" if code_now(secret, clock) != "000000" else "111111"
+            await pilot.press(*wrong, "enter")
+            await settle(pilot)
+        assert isinstance(pilot.app.screen, LoginScreen)
+        assert "Wrong username, password or code." in screen_text(pilot.app)
+
+
+async def test_unknown_user_gets_the_same_message(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "nobody", "whatever-password")
+        assert "Wrong username, password or code." in screen_text(pilot.app)
+
+
+async def test_locked_account_says_how_long(paths, service, clock):
+    enroll(service, "ada", clock)
+    for _ in range(5):
+        service.login("ada", "bad-password")
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        text = screen_text(pilot.app)
+        assert "locked" in text and "5 min" in text
+        assert isinstance(pilot.app.screen, LoginScreen)
+
+
+async def test_recovery_code_signs_in_once(paths, service, clock):
+    op = service.operator("tester")
+    enrollment = service.begin_enrollment(op, "ada")
+    codes = service.confirm_enrollment(op, "ada", code_now(enrollment.secret, clock)).recovery_codes
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        await pilot.press("ctrl+r")
+        assert "Recovery code" in pilot.app.screen.query_one("#code", Input).placeholder
+        await pilot.press(*codes[0], "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+    assert user(service, "ada").recovery_codes_left == 9
+    assert not service.login_code(service.login("ada", "ada-password").session, codes[0]).ok
+
+
+async def test_agent_sees_only_their_own_status(paths, service, clock):
+    make_optional(service, enabled=False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "alice", "alice-password")
+        assert isinstance(pilot.app.screen, AgentScreen)
+        text = screen_text(pilot.app)
+        assert "Disabled" in text and "bob" not in text and "Users" not in text
+
+
+async def test_supervisor_sees_no_admin_action_and_store_refuses_one(paths, service, clock):
+    make_optional(service, enabled=False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "sam", "sam-password")
+        screen = pilot.app.screen
+        assert isinstance(screen, MainScreen)
+        footer = screen_text(pilot.app).splitlines()[-1]
+        for label in ("Enroll", "Reset", "Unlock", "Add"):
+            assert label not in footer
+        for action in ("reset", "unlock", "add", "deactivate", "import_csv", "enroll"):
+            assert screen.check_action(action, ()) is False
+        await pilot.press("r")  # bound key, hidden and refused: nothing happens
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmDialog)
+        with pytest.raises(PermissionDenied):
+            pilot.app.service.reset_2fa(screen.session, "alice")
+        checkbox = screen.query_one("#enable-2fa", Checkbox)
+        assert checkbox.disabled
+
+
+async def test_admin_resets_and_unlocks(paths, service, clock):
+    secret = enroll(service, "ada", clock)
+    enroll(service, "alice", clock)
+    for _ in range(5):
+        service.login("bob", "bad-password")
+    assert user(service, "bob").locked_until is not None
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code_now(secret, clock))
+        grid = pilot.app.screen.query_one(UserGrid)
+        grid.cursor = [u.username for u in grid.rows].index("alice")
+        await pilot.press("r")
+        await settle(pilot)
+        dialog = pilot.app.screen
+        assert isinstance(dialog, ConfirmDialog)
+        assert "Alice (alice)" in screen_text(pilot.app)
+        await pilot.press("tab", "enter")  # from Cancel to the confirm button
+        await settle(pilot)
+        assert user(service, "alice").status is Status.PENDING
+        grid.cursor = [u.username for u in grid.rows].index("bob")
+        await pilot.press("u")
+        await settle(pilot)
+        assert user(service, "bob").locked_until is None
+
+
+async def test_mandatory_policy_locks_the_checkbox(paths, service, clock):
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code_now(secret, clock))
+        await pilot.press("2")
+        await settle(pilot)
+        checkbox = pilot.app.screen.query_one("#enable-2fa", Checkbox)
+        assert checkbox.value and checkbox.disabled
+        assert "provider makes 2FA mandatory" in screen_text(pilot.app)
+
+
+async def test_optional_policy_uncheck_then_check(paths, service, clock):
+    make_optional(service)
+    secret = enroll(service, "ada", clock)
+    enroll(service, "alice", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code_now(secret, clock))
+        await pilot.press("2")
+        await settle(pilot)
+        checkbox = pilot.app.screen.query_one("#enable-2fa", Checkbox)
+        assert not checkbox.disabled
+        checkbox.focus()
+        await pilot.press("space")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        assert "All 4 users become Disabled" in screen_text(pilot.app)
+        await pilot.press("tab", "enter")
+        await settle(pilot)
+        statuses = {u.username: u.status for u in service.list_users(service.operator("tester"))}
+        assert set(statuses.values()) == {Status.DISABLED}
+        assert not checkbox.value
+        await pilot.press("space")
+        await settle(pilot)
+        statuses = {u.username: u.status for u in service.list_users(service.operator("tester"))}
+        assert statuses == {"ada": Status.ACTIVATED, "alice": Status.ACTIVATED, "sam": Status.PENDING,
+                            "bob": Status.PENDING}
+
+
+async def test_markup_in_a_name_shows_literally(paths, service, clock):
+    make_optional(service, enabled=False)
+    service.add_user(service.operator("tester"), NewUser("mallory", "[red]Mal[/red] [link=http://x]y", Role.AGENT))
+    async with make_app(paths, clock).run_test(size=(120, 24)) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        await pilot.press("slash", *"mallory")
+        await settle(pilot)
+        assert "[red]Mal[/red] [link=http://" in screen_text(pilot.app)  # cut to the column, not parsed
+
+
+async def test_grid_updates_when_another_process_changes_the_store(paths, service, clock):
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code_now(secret, clock))
+        assert "Activated 1 of 4" in screen_text(pilot.app)
+        subprocess.run(
+            [sys.executable, "-m", "tui", "--db", str(paths.db), "--key", str(paths.key), "users", "add", "zed",
+             "--name", "Zed", "--role", "agent"],
+            check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        )
+        for _ in range(50):  # the poll runs every 0.1 s here; bounded wait for it
+            await pilot.pause(0.05)
+            if "Activated 1 of 5" in screen_text(pilot.app):
+                break
+        assert "Activated 1 of 5" in screen_text(pilot.app)
+        assert "zed" in [u.username for u in pilot.app.screen.query_one(UserGrid).rows]
+
+
+async def test_search_and_filter(paths, service, clock):
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code_now(secret, clock))
+        grid = pilot.app.screen.query_one(UserGrid)
+        await pilot.press("f")  # all -> Pending
+        assert sorted(u.username for u in grid.rows) == ["alice", "bob", "sam"]
+        await pilot.press("f")  # -> Activated
+        assert [u.username for u in grid.rows] == ["ada"]
+        await pilot.press("f", "f")  # Disabled -> all
+        await pilot.press("slash", *"ali")
+        assert [u.username for u in grid.rows] == ["alice"]

@@ -1,0 +1,62 @@
+"""Helpers for driving the real dashboard with Pilot."""
+
+from __future__ import annotations
+
+import pyotp
+
+from store.models import PolicyMode
+from store.service import Service
+
+
+def code_now(secret: str, clock) -> str:
+    return pyotp.TOTP(secret).at(clock())
+
+
+def enroll(service: Service, username: str, clock) -> str:
+    """Enrolls `username` through the service (as the operator); returns the secret.
+
+    The clock moves to the next 30 s step, so the code that confirmed cannot be a replay later.
+    """
+    op = service.operator("tester")
+    enrollment = service.begin_enrollment(op, username)
+    assert service.confirm_enrollment(op, username, code_now(enrollment.secret, clock)).ok
+    clock.advance(30 - clock() % 30)
+    return enrollment.secret
+
+
+def make_optional(service: Service, enabled: bool = True) -> None:
+    op = service.operator("tester")
+    service.set_mode(op, PolicyMode.OPTIONAL)
+    service.set_enabled(op, enabled)
+
+
+async def settle(pilot, rounds: int = 3) -> None:
+    """Lets workers finish and their results reach the screen."""
+    for _ in range(rounds):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def type_text(pilot, text: str) -> None:
+    await pilot.press(*text)
+
+
+async def sign_in(pilot, username: str, password: str, code: str | None = None) -> None:
+    await settle(pilot)
+    await type_text(pilot, username)
+    await pilot.press("enter")
+    await type_text(pilot, password)
+    await pilot.press("enter")
+    await settle(pilot)
+    if code is not None:
+        await type_text(pilot, code)
+        await pilot.press("enter")
+        await settle(pilot)
+
+
+def screen_text(app) -> str:
+    """The screen as plain text, line by line (what a person reads)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
+
+
