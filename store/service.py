@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import math
 import re
 import secrets
 import time
@@ -135,7 +136,8 @@ class Service:
         self._audit = AuditLog(paths.audit)
         self._box: crypto.SecretBox | None = None
         self._sessions: dict[str, Session] = {}
-        self._users_cache: tuple[int, tuple[User, ...]] | None = None
+        # (generation, time the first shown lock ends, users): a lock that ends changes the view.
+        self._users_cache: tuple[int, float, tuple[User, ...]] | None = None
 
     # -- creating a store ----------------------------------------------------------------------
     @classmethod
@@ -257,15 +259,17 @@ class Service:
             return self._storage.generation
 
     def list_users(self, actor: Session) -> tuple[User, ...]:
-        """Every user (staff only), as immutable records; cached until the store changes."""
+        """Every user (staff only), as immutable records; cached until the store changes or a lock ends."""
         self._require(actor, staff=True)
         with self._storage.reading() as data:
             generation = self._storage.generation
-            if self._users_cache is None or self._users_cache[0] != generation:
+            cache = self._users_cache
+            if cache is None or cache[0] != generation or self._clock() >= cache[1]:
                 policy = _policy(data[META_TABLE][META_ID])
                 users = tuple(self._user(doc, policy) for doc in data["users"].values())
-                self._users_cache = (generation, users)
-            return self._users_cache[1]
+                lock_ends = min((u.locked_until.timestamp() for u in users if u.locked_until), default=math.inf)
+                self._users_cache = (generation, lock_ends, users)
+            return self._users_cache[2]
 
     def get_user(self, actor: Session, username: str) -> User:
         """Staff may read anyone; an agent only themselves."""
@@ -296,13 +300,13 @@ class Service:
         action: str | None = None,
         since: datetime | None = None,
     ) -> list[AuditEvent]:
-        """Audit events, newest first; `user` matches actor or target."""
+        """Audit events, newest first; `user` matches actor or target (`os:NAME` for the CLI's operator)."""
         self._require(actor, staff=True)
         key = username_key(user) if user else None
         events = [
             e
             for e in self._audit.read()
-            if (key is None or key in (username_key(e.actor.removeprefix("os:")), e.target))
+            if (key is None or key in (username_key(e.actor), e.target))
             and (action is None or e.action.startswith(action))
             and (since is None or e.at >= since)
         ]
@@ -580,6 +584,9 @@ class Service:
             self._deny(actor, "administrators only")
         if staff and role is Role.AGENT:
             self._deny(actor, "supervisors and administrators only")
+        if self_or_admin is not None and actor.scope is not Scope.FULL and not is_self(self_or_admin):
+            # A password-only (enroll) session, even an admin's, may enroll its own user only.
+            self._deny(actor, "finish signing in first")
         if self_or_admin is not None and role is not Role.ADMIN and not is_self(self_or_admin):
             self._deny(actor, "you can only enroll yourself")
         if self_or_staff is not None and role is Role.AGENT and not is_self(self_or_staff):

@@ -222,7 +222,8 @@ def parse_store(raw: bytes, path: Path) -> dict:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise StoreCorrupt(f"store {path} is corrupt or truncated ({exc}); {hint}") from exc
-    meta = data.get(META_TABLE, {}).get(META_ID) if isinstance(data, dict) else None
+    meta = data.get(META_TABLE) if isinstance(data, dict) else None
+    meta = meta.get(META_ID) if isinstance(meta, dict) else None
     if not isinstance(meta, dict) or "schema" not in meta:
         raise StoreCorrupt(f"{path} is not an mfa-console store (no schema version); {hint}")
     if meta["schema"] != SCHEMA_VERSION:
@@ -230,4 +231,6 @@ def parse_store(raw: bytes, path: Path) -> dict:
             f"store {path} has schema version {meta['schema']!r}; this mfa-console reads version "
             f"{SCHEMA_VERSION} (upgrade mfa-console to open it)"
         )
+    if not isinstance(data.get("users"), dict):
+        raise StoreCorrupt(f"store {path} has no users table; {hint}")
     return data

@@ -11,14 +11,18 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import zxingcpp
 from PIL import Image
+from rich.cells import cell_len
+from rich.color import Color as RichColor
+from rich.segment import Segment
 
 RGB = tuple[int, int, int]
 
@@ -171,6 +175,70 @@ def decode_qr(text: str, theme: Literal["dark", "light"] = "dark") -> list[str]:
     return [b.text for b in found]
 
 
+@dataclass(frozen=True, slots=True)
+class QRPlacement:
+    """Where a QR code sits on a screen: the rectangle of cells it paints (quiet zone included)."""
+
+    top: int  # cells
+    left: int
+    height: int
+    width: int
+    quiet: tuple[int, int, int, int]  # light modules around the dark ones: top, right, bottom, left
+
+    @property
+    def bottom(self) -> int:  # the first row below the code
+        return self.top + self.height
+
+    @property
+    def right(self) -> int:  # the first column right of the code
+        return self.left + self.width
+
+
+def find_qr(text: str) -> QRPlacement | None:
+    """The code in ``capture-pane -p -e`` text: the cells whose fg and bg are both set explicitly.
+
+    Those cells must form one full rectangle (else AssertionError); None if there are none. The
+    quiet zone counts light modules between the outermost dark modules and the rectangle's
+    edges, so a code cut off by the screen edge or by scrolling shows up as a thin quiet zone.
+    """
+    cells = parse_ansi_screen(text)
+    spots = [(r, c) for r, row in enumerate(cells) for c, cell in enumerate(row) if cell.fg and cell.bg]
+    if not spots:
+        return None
+    top, bottom = min(r for r, _ in spots), max(r for r, _ in spots) + 1
+    left, right = min(c for _, c in spots), max(c for _, c in spots) + 1
+    assert len(spots) == (bottom - top) * (right - left), "the explicitly coloured cells are not a rectangle"
+    block = [row[left:right] for row in cells[top:bottom]]
+    across = 2 if any(c.char in _QUADRANT_ONLY for row in block for c in row) else 1
+    dark: list[tuple[int, int]] = []  # (module row, module column)
+    for r, row in enumerate(block):
+        for c, cell in enumerate(row):
+            fg, bg = cell.colours(*THEMES["dark"])  # both explicit: the theme does not matter
+            ul, ur, ll, lr = _COVER.get(cell.char, (0, 0, 0, 0))
+            subs = ((0, 0, ul), (1, 0, ll)) if across == 1 else ((0, 0, ul), (0, 1, ur), (1, 0, ll), (1, 1, lr))
+            dark += [(2 * r + dy, across * c + dx) for dy, dx, on in subs if _dark(fg if on else bg)]
+    height, width = 2 * (bottom - top), across * (right - left)
+    if not dark:
+        quiet = (height, width, height, width)
+    else:
+        rows, cols = [m for m, _ in dark], [m for _, m in dark]
+        quiet = (min(rows), width - 1 - max(cols), height - 1 - max(rows), min(cols))
+    return QRPlacement(top, left, bottom - top, right - left, quiet)
+
+
+# Runs argv[2:] and writes its exit status (negative: killed by that signal) to argv[1]. SIGINT
+# gets a no-op handler, not SIG_IGN: Ctrl-C reaches the command, which gets the default
+# disposition back when it execs, and this parent lives on to record the status.
+_RECORD_STATUS = """
+import os, signal, subprocess, sys
+signal.signal(signal.SIGINT, lambda *_: None)
+status = subprocess.call(sys.argv[2:])
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(status))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+"""
+
+
 class Tmux:
     """A detached tmux session on a private socket, for driving a real terminal.
 
@@ -190,6 +258,7 @@ class Tmux:
         """``remain_on_exit``: keep the pane (and its last screen) once the command exits,
         so a test can still capture it and read the exit status (``wait_exit``)."""
         self.command = list(command)
+        self._status_file: str | None = None
         self.cols, self.rows = cols, rows
         self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         self.env.update(env or {})
@@ -202,6 +271,10 @@ class Tmux:
             self._conf = os.path.join(self._dir, "tmux.conf")
             with open(self._conf, "w") as f:
                 f.write('set -g remain-on-exit on\nset -gq remain-on-exit-format ""\n')
+            # tmux's #{pane_dead_status} is sometimes never set (tmux 3.3a), so a parent on the
+            # same terminal records the status.
+            self._status_file = os.path.join(self._dir, "status")
+            self.command = [sys.executable, "-c", _RECORD_STATUS, self._status_file, *self.command]
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(
@@ -257,9 +330,13 @@ class Tmux:
 
     def exit_status(self) -> int | None:
         """The command's exit status once it has exited (needs ``remain_on_exit``), else None."""
-        out = self._tmux("display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status}")
-        dead, _, status = out.strip().partition(" ")
-        return int(status) if dead == "1" and status else None
+        if self._status_file is None:
+            raise RuntimeError("exit_status needs Tmux(..., remain_on_exit=True)")
+        try:
+            with open(self._status_file) as f:
+                return int(f.read())
+        except FileNotFoundError:
+            return None
 
     def wait_exit(self, timeout: float = 5.0) -> int:
         """Poll until the command has exited (needs ``remain_on_exit``); return its exit status."""
@@ -269,3 +346,40 @@ class Tmux:
                 raise TimeoutError(f"still running after {timeout}s:\n{self.capture(escapes=False)}")
             time.sleep(0.02)
         return status
+
+
+def cells_from_strips(strips: Sequence[Iterable[Segment]]) -> list[list[Cell]]:
+    """Rows of cells from Textual strips (a compositor update), with the colours Textual gave them.
+
+    The colours are the final ones (after Textual's filters), before the terminal's colour-system
+    downgrade: 256-palette and 16-colour entries are resolved like parse_ansi_screen does.
+    """
+
+    def rgb(color: RichColor | None) -> RGB | None:
+        if color is None or color.is_default:
+            return None
+        if color.triplet is not None:
+            return tuple(color.triplet)  # type: ignore[return-value]
+        return _palette(color.number or 0)
+
+    rows: list[list[Cell]] = []
+    for strip in strips:
+        row: list[Cell] = []
+        for segment in strip:
+            if segment.control:
+                continue
+            style = segment.style
+            fg, bg = (rgb(style.color), rgb(style.bgcolor)) if style else (None, None)
+            reverse = bool(style and style.reverse)
+            for ch in segment.text:
+                row.append(Cell(ch, fg, bg, reverse))
+                row += [Cell("", fg, bg, reverse)] * (cell_len(ch) - 1)
+        rows.append(row)
+    return rows
+
+
+def decode_cells(cells: list[list[Cell]], theme: Literal["dark", "light"] = "dark") -> list[str]:
+    """Texts of the QR codes visible in rows of cells, as rendered in ``theme``."""
+    img = qr_image(cells, *THEMES[theme])
+    found = zxingcpp.read_barcodes(img, formats=zxingcpp.BarcodeFormat.QRCode, try_invert=False)
+    return [b.text for b in found]

@@ -196,7 +196,9 @@ def cmd_demo(args) -> int:
     if paths.db.exists() and (args.reset or args.users):
         if args.db or args.key:
             # --db/--key may name a real store: only the default demo store is ever deleted.
-            raise Fail(f"a store exists at {paths.db}; --reset and --users delete only the default demo store", EXIT_USAGE)
+            raise Fail(
+                f"a store exists at {paths.db}; --reset and --users delete only the default demo store", EXIT_USAGE
+            )
         for path in (paths.db, paths.key, paths.audit):
             path.unlink(missing_ok=True)
     if not paths.db.exists():
@@ -260,7 +262,7 @@ def cmd_users(args) -> int:
     if action == "import":
         data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
         count = service.import_users(op, data)
-        print(f"Imported {count} users.")
+        print(f"Imported {count} user{'' if count == 1 else 's'}.")
         return EXIT_OK
     if action == "export":
         users = service.list_users(op)
@@ -283,12 +285,12 @@ def cmd_users(args) -> int:
 def cmd_enroll(args) -> int:
     service, op = _open(args)
     user = service.get_user(op, args.username)
-    if user.status is Status.ACTIVATED:
-        print(f"{user.username} already has 2FA: confirming a new app replaces the old one.")
+    # Said in the prompt: a line printed above the 23-row code would scroll off at 80x24.
+    prompt = "Code from the new app (it replaces the old one): " if user.status is Status.ACTIVATED else None
     enrollment = service.begin_enrollment(op, user.username)
     try:
         for attempt in range(CONFIRM_TRIES):
-            code = _ask_code_with_qr(enrollment) if attempt == 0 else _ask("Code from the app: ")
+            code = _ask_code_with_qr(enrollment, prompt) if attempt == 0 else _ask("Code from the app: ")
             result = service.confirm_enrollment(op, user.username, code)
             if result.ok:
                 break
@@ -322,7 +324,7 @@ def cmd_verify(args) -> int:
 def cmd_login(args) -> int:
     service = _service(args)
     interactive = sys.stdin.isatty()
-    password = getpass.getpass("Password: ") if interactive else sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("Password: ") if interactive else sys.stdin.readline().rstrip("\r\n")
     result = service.login(args.username, password)
     if result.outcome is Outcome.CODE_REQUIRED:
         code = _ask("Code (or recovery code): ") if interactive else sys.stdin.readline().strip()
@@ -400,7 +402,7 @@ def _dashboard(paths: StorePaths, *, demo: bool = False) -> int:
 def _new_password(from_stdin: bool, prompt: str, *, required: bool = True) -> str:
     """A password from stdin's first line, or asked twice without echo on a terminal."""
     if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
         if not required:
             return ""
@@ -419,13 +421,13 @@ def _ask(prompt: str) -> str:
     return line.strip()
 
 
-def _ask_code_with_qr(enrollment: Enrollment) -> str:
+def _ask_code_with_qr(enrollment: Enrollment, prompt: str | None = None) -> str:
     """Draws the QR code for the terminal's current size; Enter on an empty line redraws it."""
     while True:
         size = shutil.get_terminal_size((80, 24))
         for line in enrollment_screen(enrollment, size.columns, size.lines - 1):
             print(line)
-        code = _ask("Code from the app (Enter alone redraws): ")
+        code = _ask(prompt or "Code from the app (Enter alone redraws): ")
         if code:
             return code
 
@@ -544,6 +546,7 @@ def _read_file(name: str) -> bytes:
 def _open_output(name: str):
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
     except OSError as exc:
         raise Fail(f"cannot write {name}: {exc.strerror}", EXIT_USAGE) from exc
     return open(fd, "w", encoding="utf-8", newline="")

@@ -19,6 +19,7 @@ from store.errors import ImportRejected
 from store.models import AuditEvent, Policy, PolicyMode, Role, Status, User
 from store.service import ConfirmResult, Rollout, Session
 
+from ..commands import MainScreenCommands
 from ..text import printable
 from ..widgets.user_grid import UserGrid
 from .common import ConfirmDialog, PromptDialog, StoreCalls
@@ -43,6 +44,7 @@ class Snapshot:
 
 
 class MainScreen(StoreCalls, Screen):
+    COMMANDS = {MainScreenCommands}
     BINDINGS = [
         Binding("slash", "search", "Search", id="search"),
         Binding("f", "cycle_filter", "Filter", id="filter"),
@@ -127,6 +129,7 @@ class MainScreen(StoreCalls, Screen):
             self.sub_title = printable(f"{me.name} · {me.role.value}")
         self._show_rollout(snapshot.rollout)
         self._show_policy(snapshot.policy, snapshot.rollout)
+        self.query_one(UserGrid).set_users(snapshot.users, snapshot.haystacks)
         self._filter()
         self.refresh_bindings()
 
@@ -144,15 +147,11 @@ class MainScreen(StoreCalls, Screen):
             return
         query = self.search.casefold()
         wanted = self.status_filter
-        rows = [
-            user
-            for user, haystack in zip(snapshot.users, snapshot.haystacks)
-            if (not query or query in haystack) and (wanted is None or user.status is wanted)
-        ]
-        self.query_one(UserGrid).set_rows(rows)
+        grid = self.query_one(UserGrid)
+        grid.set_filter(lambda user, haystack: (not query or query in haystack) and (wanted is None or user.status is wanted))
         status = wanted.value.title() if wanted else "all"
         search = f' · search "{self.search}"' if self.search else ""
-        line = f"Showing {len(rows):,} of {len(snapshot.users):,} · filter (f): {status}{search}"
+        line = f"Showing {len(grid.rows):,} of {len(snapshot.users):,} · filter (f): {status}{search}"
         self.query_one("#filter-line", Static).update(Content(printable(line)))
 
     # -- search and filter ---------------------------------------------------------------------

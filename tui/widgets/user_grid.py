@@ -15,7 +15,6 @@ from rich.segment import Segment
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
-from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -86,19 +85,10 @@ class UserGrid(ScrollView, can_focus=True):
     sort_column: reactive[int] = reactive(0)
     sort_reverse: reactive[bool] = reactive(False)
 
-    class Highlighted(Message):
-        def __init__(self, grid: UserGrid, user: User | None):
-            super().__init__()
-            self.grid = grid
-            self.user = user
-
-        @property
-        def control(self) -> UserGrid:
-            return self.grid
-
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
-        self._users: Sequence[User] = ()
+        self._sorted: list[tuple[User, str]] = []  # every user with its search text, in sort order
+        self._match: Callable[[User, str], bool] = lambda user, haystack: True
         self._rows: list[User] = []
         self._widths: list[int] = []
 
@@ -112,25 +102,38 @@ class UserGrid(ScrollView, can_focus=True):
     def selected(self) -> User | None:
         return self._rows[self.cursor] if 0 <= self.cursor < len(self._rows) else None
 
-    def set_rows(self, rows: list[User]) -> None:
-        """Shows `rows` (already filtered), sorted; the cursor stays on the same user if present."""
+    def set_users(self, users: Sequence[User], haystacks: Sequence[str]) -> None:
+        """New data: sorted once here, so each keystroke of a search only filters."""
+        self._sorted = list(zip(users, haystacks))
+        self._sort()
+
+    def set_filter(self, match: Callable[[User, str], bool]) -> None:
+        """`match(user, haystack)` decides which users show; the cursor stays on the same user."""
+        self._match = match
+        self._show()
+
+    def _sort(self) -> None:
+        key = COLUMNS[self.sort_column].sort_key
+        self._sorted.sort(key=lambda pair: key(pair[0]), reverse=self.sort_reverse)
+        self._show()
+
+    def _show(self) -> None:
         keep = self.selected.username if self.selected else None
-        column = COLUMNS[self.sort_column]
-        self._rows = sorted(rows, key=column.sort_key, reverse=self.sort_reverse)
+        match = self._match
+        self._rows = [user for user, haystack in self._sorted if match(user, haystack)]
         index = next((i for i, u in enumerate(self._rows) if u.username == keep), None) if keep else None
         self.virtual_size = Size(self.size.width, len(self._rows) + 1)
         self.cursor = min(index if index is not None else self.cursor, max(len(self._rows) - 1, 0))
         self.refresh()
 
     def watch_sort_column(self) -> None:
-        self.set_rows(self._rows)
+        self._sort()
 
     def watch_sort_reverse(self) -> None:
-        self.set_rows(self._rows)
+        self._sort()
 
-    def watch_cursor(self, cursor: int) -> None:
+    def watch_cursor(self) -> None:
         self._scroll_to_cursor()
-        self.post_message(self.Highlighted(self, self.selected))
         self.refresh()
 
     # -- actions -------------------------------------------------------------------------------
