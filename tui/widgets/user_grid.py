@@ -37,10 +37,7 @@ class Column:
 
 
 def _day(at: datetime | None) -> str:
-    if at is None:
-        return "—"
-    at = at.astimezone(UTC)
-    return at.strftime("%b %d" if at.year == datetime.now(UTC).year else "%b %Y")
+    return at.astimezone(UTC).strftime("%d %b %y") if at else "—"
 
 
 def _flags(user: User) -> str:
