@@ -13,10 +13,12 @@ from store.models import NewUser, Role, Status
 from store.service import Service
 from tests.tuihelpers import code_now, enroll, make_optional, screen_text, settle, sign_in
 from tui.app import MfaConsoleApp
+from tui.commands import MainScreenCommands
 from tui.screens.agent import AgentScreen
 from tui.screens.common import ConfirmDialog
-from tui.screens.login import LoginScreen
+from tui.screens.login import FirstRunScreen, LoginScreen
 from tui.screens.main import MainScreen
+from tui.screens.wizard import EnrollmentWizard
 from tui.widgets.user_grid import UserGrid
 
 SIZE = (80, 24)
@@ -217,3 +219,64 @@ async def test_search_and_filter(paths, service, clock):
         await pilot.press("f", "f")  # Disabled -> all
         await pilot.press("slash", *"ali")
         assert [u.username for u in grid.rows] == ["alice"]
+
+
+async def test_pending_user_enrolls_at_sign_in_then_reaches_the_main_screen(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        wizard = pilot.app.screen
+        assert isinstance(wizard, EnrollmentWizard)
+        await pilot.press("enter")  # intro -> QR code
+        await settle(pilot)
+        assert wizard.step == "scan" and wizard.enrollment is not None
+        await pilot.press("enter")  # scanned -> code
+        await pilot.press(*code_now(wizard.enrollment.secret, clock), "enter")
+        await settle(pilot)
+        assert wizard.step == "codes"
+        await pilot.press("q")  # must not quit while the recovery codes are on screen
+        assert pilot.app.is_running
+        pilot.app.screen.query_one("#codes-saved", Checkbox).value = True
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("enter")  # done
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+        assert "Activated 1 of 4" in screen_text(pilot.app)
+    assert user(service, "ada").status is Status.ACTIVATED
+
+
+async def test_first_run_creates_the_store_and_enrolls_the_admin(paths, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, FirstRunScreen)
+        for field, value in (("issuer", "Globex Care"), ("admin-username", "root.admin"), ("admin-name", "Root Admin"),
+                             ("password1", "first-password"), ("password2", "first-password")):
+            screen.query_one(f"#{field}", Input).value = value
+        screen.query_one("#password2", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, EnrollmentWizard)
+    assert paths.db.exists() and (paths.db.stat().st_mode & 0o777) == 0o600
+    created = Service(paths, clock=clock)
+    assert created.policy().issuer == "Globex Care"
+    assert user(created, "root.admin").role is Role.ADMIN
+
+
+async def test_corrupt_store_is_shown_and_left_alone(paths, service, clock):
+    paths.db.write_bytes(b'{"meta": {"1": {"schema": 1')
+    before = paths.db.read_bytes()
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(pilot.app)
+        assert "cannot open the store" in text and "corrupt" in text
+    assert paths.db.read_bytes() == before
+
+
+async def test_command_palette_offers_only_allowed_actions(paths, service, clock):
+    make_optional(service, enabled=False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "sam", "sam-password")
+        titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
+        assert "Search users" in titles and "Export users" in titles
+        assert not any(t.startswith(("Reset", "Unlock", "Add", "Import", "Enroll")) for t in titles)

@@ -16,6 +16,7 @@ from store.service import Service, Session
 
 from .screens.common import ErrorScreen
 from .screens.login import FirstRunScreen, LoginScreen
+from .screens.wizard import EnrollmentWizard
 
 
 class MfaConsoleApp(App[None]):
@@ -84,6 +85,11 @@ class MfaConsoleApp(App[None]):
             self.service.logout(self.session)
             self.session = None
         self.switch_screen(LoginScreen(demo=self.demo))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "quit" and isinstance(self.screen, EnrollmentWizard) and self.screen.step == "codes":
+            return False  # the recovery codes are shown once: `q` must not lose them (ctrl+q still quits)
+        return True
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -394,6 +394,10 @@ def os_actor() -> str:
 
 
 def _dashboard(paths: StorePaths, *, demo: bool = False) -> int:
+    if not os.environ.get("COLORTERM") and "256color" not in os.environ.get("TERM", ""):
+        # With 16 colours Textual sends the QR code's black and white as ANSI colours, which
+        # terminal themes remap; every terminal in use over SSH takes the fixed 256-colour ones.
+        os.environ.setdefault("TEXTUAL_COLOR_SYSTEM", "256")
     from .app import run_dashboard  # Textual loads only when the dashboard opens
 
     return run_dashboard(paths, demo=demo)
