@@ -280,3 +280,17 @@ async def test_command_palette_offers_only_allowed_actions(paths, service, clock
         titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
         assert "Search users" in titles and "Export users" in titles
         assert not any(t.startswith(("Reset", "Unlock", "Add", "Import", "Enroll")) for t in titles)
+
+
+async def test_deactivated_admin_is_signed_out(paths, service, clock):
+    make_optional(service, enabled=False)
+    service.add_user(service.operator("tester"), NewUser("eve", "Eve", Role.ADMIN), password="eve-password")
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "eve", "eve-password")
+        assert isinstance(pilot.app.screen, MainScreen)
+        service.set_active(service.operator("tester"), "eve", False)
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if isinstance(pilot.app.screen, LoginScreen):
+                break
+        assert isinstance(pilot.app.screen, LoginScreen)

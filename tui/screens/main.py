@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Footer, Header, Input, ProgressBar, Static, TabbedContent, TabPane
 
-from store.errors import ImportRejected
+from store.errors import ImportRejected, PermissionDenied, StoreError
 from store.models import AuditEvent, Policy, PolicyMode, Role, Status, User
 from store.service import ConfirmResult, Rollout, Session
 
@@ -65,6 +65,7 @@ class MainScreen(StoreCalls, Screen):
         super().__init__()
         self.session = session
         self.snapshot: Snapshot | None = None
+        self.store_problem: str | None = None  # the store error last reported, so it is said once
         self.status_filter: Status | None = None
         self.search = ""
         self._audit_version: tuple | None = None
@@ -111,16 +112,33 @@ class MainScreen(StoreCalls, Screen):
         if self.query_one(TabbedContent).active == "audit-tab":
             self.call_store(self._read_audit, then=self._apply_audit, group="audit", exclusive=True)
 
-    def _read_snapshot(self, known: int | None) -> Snapshot | None:
+    def _read_snapshot(self, known: int | None) -> Snapshot | StoreError | None:
+        """A failure comes back as a value: the poll reports it once, not every second."""
         service = self.app.service
-        generation = service.generation
-        if generation == known:
-            return None
-        users = service.list_users(self.session)
+        try:
+            generation = service.generation
+            if generation == known:
+                return None
+            users = service.list_users(self.session)
+            rollout, policy = service.rollout(self.session), service.policy()
+        except StoreError as error:
+            return error
         haystacks = tuple(f"{u.username}\n{u.name}\n{u.team or ''}".casefold() for u in users)
-        return Snapshot(generation, users, haystacks, service.rollout(self.session), service.policy())
+        return Snapshot(generation, users, haystacks, rollout, policy)
 
-    def _apply_snapshot(self, snapshot: Snapshot | None) -> None:
+    def _apply_snapshot(self, snapshot: Snapshot | StoreError | None) -> None:
+        if isinstance(snapshot, PermissionDenied):
+            # Deactivated, demoted or the session ended: this screen is no longer theirs.
+            self.app.sign_out()
+            self.app.notify(printable(f"Signed out: {snapshot}"), severity="warning", markup=False)
+            return
+        if isinstance(snapshot, StoreError):
+            if self.store_problem != str(snapshot):
+                self.store_problem = str(snapshot)
+                self.notify(printable(f"{snapshot} (showing the last data read)"), severity="error",
+                            timeout=10, markup=False)
+            return
+        self.store_problem = None
         if snapshot is None:
             return
         self.snapshot = snapshot
