@@ -341,6 +341,8 @@ class Service:
             if locked:
                 tx.log(actor.actor, "enroll.confirm", key, "locked")
                 return ConfirmResult(Outcome.LOCKED, locked_until=locked)
+            if not doc["active"]:
+                raise PolicyError(f"{doc['username']} is deactivated")
             if not doc.get("pending_secret"):
                 raise PolicyError(f"no enrollment is under way for {doc['username']}; begin one first")
             secret = self._secrets().decrypt(doc["pending_secret"], key)
@@ -547,6 +549,10 @@ class Service:
 
     # -- internals -----------------------------------------------------------------------------
     def _register(self, session: Session) -> Session:
+        now = self._clock()
+        expired = [t for t, s in self._sessions.items() if s.expires_at is not None and s.expires_at < now]
+        for token in expired:  # abandoned sign-ins do not pile up in a long-running dashboard
+            del self._sessions[token]
         self._sessions[session.token] = session
         return session
 
@@ -584,9 +590,11 @@ class Service:
             self._deny(actor, "administrators only")
         if staff and role is Role.AGENT:
             self._deny(actor, "supervisors and administrators only")
-        if self_or_admin is not None and actor.scope is not Scope.FULL and not is_self(self_or_admin):
-            # A password-only (enroll) session, even an admin's, may enroll its own user only.
-            self._deny(actor, "finish signing in first")
+        if self_or_admin is not None and actor.scope is not Scope.FULL:
+            # A password-only (enroll) session, even an admin's, may enroll its own user only,
+            # and only while Pending: otherwise a password alone could replace someone's phone.
+            if not is_self(self_or_admin) or doc.get("secret"):
+                self._deny(actor, "finish signing in first")
         if self_or_admin is not None and role is not Role.ADMIN and not is_self(self_or_admin):
             self._deny(actor, "you can only enroll yourself")
         if self_or_staff is not None and role is Role.AGENT and not is_self(self_or_staff):
@@ -609,10 +617,12 @@ class Service:
             tx = _Tx(self, data)
             try:
                 yield tx
-                self._storage.commit()
-            finally:
-                # Recorded once the change is durable, or when it was refused (nothing written).
-                self._audit.append(tx.events)
+            except BaseException:
+                self._audit.append(tx.events)  # refused (nothing written): recorded as refused
+                raise
+            self._storage.commit()
+            # Recorded once the change is durable: a commit that fails records no "ok".
+            self._audit.append(tx.events)
 
     def _secrets(self) -> crypto.SecretBox:
         if self._box is None:

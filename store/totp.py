@@ -28,8 +28,8 @@ def time_step(unix_time: float, period: int = 30) -> int:
 
 
 def code_at_step(secret: str, step: int, *, digits: int = 6, algorithm: str = "SHA1", period: int = 30) -> str:
-    totp = pyotp.TOTP(secret, digits=digits, digest=DIGESTS[algorithm], interval=period)
-    return totp.at(step * period)
+    # The step is the HOTP counter (RFC 6238 §4): no clock or time zone conversion on the way.
+    return pyotp.TOTP(secret, digits=digits, digest=DIGESTS[algorithm], interval=period).generate_otp(step)
 
 
 def matching_step(secret: str, code: str, now: float, *, window: int = 1, digits: int = 6, period: int = 30) -> int | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from store import crypto
 from store.models import NewUser, Role
 from store.paths import StorePaths
 from store.service import Service
 
-T0 = 1_796_000_000.0  # a fixed instant (2026-11-29), at the start of a 30 s TOTP step
+T0 = 1_796_000_000.0  # a fixed instant, 2026-11-30 00:53:20 UTC: 20 s into a 30 s TOTP step
 
 
 class FakeClock:
@@ -20,6 +21,19 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def fast_scrypt(monkeypatch):
+    """scrypt at N=2^10 for passwords hashed inside a test process (~50 ms less each).
+
+    Hashes record their own cost, so checking is unchanged; a test checks that the real
+    command line writes the full cost. Subprocesses use the real one.
+    """
+    monkeypatch.setattr(crypto, "SCRYPT_N", 2**10)
+    crypto._dummy_hash.cache_clear()
+    yield
+    crypto._dummy_hash.cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from store.demo import SeedUser
 from store.models import NewUser, PolicyMode, Role
 from store.service import Service
 from tests.conftest import T0
-from tests.tuihelpers import code_now, enroll, sign_in
+from tests.tuihelpers import code, enroll, sign_in
 from tui.app import MfaConsoleApp
 
 DAY = 86400
@@ -48,7 +48,7 @@ def test_login_screen(snap_compare, paths, service, clock):
 
 def test_users_tab(snap_compare, paths, snapshot_store, clock):
     async def run_before(pilot):
-        await sign_in(pilot, "ada", "ada-password", code_now(snapshot_store, clock))
+        await sign_in(pilot, "ada", "ada-password", code(snapshot_store, clock))
 
     assert snap_compare(app_for(paths, clock), terminal_size=(80, 24), run_before=run_before)
 
@@ -58,7 +58,7 @@ def test_security_tab(snap_compare, paths, service, snapshot_store, clock, mode)
     service.set_mode(service.operator("tester"), mode)
 
     async def run_before(pilot):
-        await sign_in(pilot, "ada", "ada-password", code_now(snapshot_store, clock))
+        await sign_in(pilot, "ada", "ada-password", code(snapshot_store, clock))
         await pilot.press("2")
         await pilot.pause()
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import pyotp
-
 from store.models import PolicyMode
 from store.service import Service
-
-
-def code_now(secret: str, clock) -> str:
-    return pyotp.TOTP(secret).at(clock())
+from tests.helpers import code
+from tests.helpers import enroll as enroll_as
 
 
 def enroll(service: Service, username: str, clock) -> str:
-    """Enrolls `username` through the service (as the operator); returns the secret.
-
-    The clock moves to the next 30 s step, so the code that confirmed cannot be a replay later.
-    """
-    op = service.operator("tester")
-    enrollment = service.begin_enrollment(op, username)
-    assert service.confirm_enrollment(op, username, code_now(enrollment.secret, clock)).ok
+    """Enrolls `username` as the operator; the clock moves to the next step (no replay later)."""
+    secret = enroll_as(service, service.operator("tester"), username, clock)
     clock.advance(30 - clock() % 30)
-    return enrollment.secret
+    return secret
 
 
 def make_optional(service: Service, enabled: bool = True) -> None:
