@@ -103,6 +103,12 @@ class Enrollment:
     def grouped_secret(self) -> str:
         return totp.group_secret(self.secret)
 
+    @property
+    def key_lines(self) -> tuple[str, ...]:
+        """The key for manual entry: groups of four, four groups a line."""
+        groups = self.grouped_secret.split(" ")
+        return tuple(" ".join(groups[i : i + 4]) for i in range(0, len(groups), 4))
+
 
 @dataclass(frozen=True, slots=True)
 class ConfirmResult:

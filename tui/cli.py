@@ -20,14 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from store import demo as demo_store
 from store.csvio import users_to_json, write_users_csv
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError
 from store.models import NewUser, Policy, PolicyMode, Role, Status, User
 from store.paths import StorePaths, resolve
 from store.service import AuthResult, Enrollment, Outcome, Service, Session
 
-from .qr import QRCode, QRTooLarge, ansi_lines, fit_qr
 from .text import printable
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOT_ENROLLED, EXIT_ENROLL = 0, 1, 2, 3, 4, 5
@@ -192,6 +190,8 @@ def cmd_init(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from store import demo as demo_store  # imported here: every other command starts faster
+
     paths = resolve(args.db, args.key, demo=True)
     if paths.db.exists() and (args.reset or args.users):
         if args.db or args.key:
@@ -438,6 +438,8 @@ def _ask_code_with_qr(enrollment: Enrollment, prompt: str | None = None) -> str:
 
 def enrollment_screen(enrollment: Enrollment, cols: int, rows: int) -> list[str]:
     """The QR code with the account and key beside it, below it, or, if it cannot fit, the key alone."""
+    from .qr import QRCode, QRTooLarge, ansi_lines, fit_qr  # segno loads only for enrollment
+
     side = _side_text(enrollment, SIDE_WIDTH)
     code = fit_qr(enrollment.uri, cols - SIDE_WIDTH - 2, rows)
     if isinstance(code, QRCode):
@@ -462,8 +464,6 @@ def enrollment_screen(enrollment: Enrollment, cols: int, rows: int) -> list[str]
 
 def _side_text(enrollment: Enrollment, width: int) -> list[str]:
     wrap = lambda text: textwrap.wrap(printable(text), width) or [""]  # noqa: E731
-    key_groups = enrollment.grouped_secret.split(" ")
-    key_lines = [" ".join(key_groups[i : i + 4]) for i in range(0, len(key_groups), 4)]
     return [
         *wrap("Scan with Google Authenticator or any TOTP app."),
         "",
@@ -471,7 +471,7 @@ def _side_text(enrollment: Enrollment, width: int) -> list[str]:
         *wrap(enrollment.label),
         "",
         "Or enter this key by hand:",
-        *key_lines,
+        *enrollment.key_lines,
         "(time-based, 6 digits, 30 s)",
     ]
 

@@ -40,12 +40,6 @@ def _text(text: str | None) -> Content:
     return Content(printable(text))
 
 
-def _key_lines(grouped_secret: str) -> Content:
-    """The key in groups of four, four groups a line (as the CLI shows it)."""
-    groups = printable(grouped_secret).split(" ")
-    return Content("\n".join(" ".join(groups[i : i + 4]) for i in range(0, len(groups), 4)))
-
-
 class EnrollmentWizard(ModalScreen[ConfirmResult | None]):
     """Set up TOTP for `username`, acting as `actor`. Dismisses with the ConfirmResult, or None."""
 
@@ -453,7 +447,7 @@ class EnrollmentWizard(ModalScreen[ConfirmResult | None]):
         self._say("#intro-message", "", error=False)
         self.query_one("#intro-continue", Button).disabled = False
         self.query_one("#scan-account", Static).update(_text(enrollment.label))
-        self.query_one("#scan-key", Static).update(_key_lines(enrollment.grouped_secret))
+        self.query_one("#scan-key", Static).update(Content("\n".join(enrollment.key_lines)))
         self.query_one("#code-prompt", Static).update(
             _text(f"Type the 6-digit code the app now shows for {enrollment.label}.")
         )
