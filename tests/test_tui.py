@@ -294,3 +294,53 @@ async def test_deactivated_admin_is_signed_out(paths, service, clock):
             if isinstance(pilot.app.screen, LoginScreen):
                 break
         assert isinstance(pilot.app.screen, LoginScreen)
+
+
+async def admin_main_screen(pilot, service, clock):
+    """Signed in as ada (enrolled) on the Users tab."""
+    secret = enroll(service, "ada", clock)
+    await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+    assert isinstance(pilot.app.screen, MainScreen)
+
+
+async def test_import_with_bad_rows_shows_them_and_writes_nothing(paths, service, clock, tmp_path):
+    bad = tmp_path / "users.csv"
+    bad.write_text("username,name,email,role,team\nzoe,Zoe,,agent,Sales\nalice,Alice Two,,agent,\nyan,Yan,,boss,\n")
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        before = paths.db.read_bytes()
+        await pilot.press("i")
+        await pilot.press(*str(bad), "enter")
+        await settle(pilot)
+        text = screen_text(pilot.app)
+        assert "Nothing imported: 2 bad row(s)" in text
+        assert "line 3" in text and "already exists" in text and "line 4" in text
+        assert paths.db.read_bytes() == before
+        await pilot.press("escape")
+        bad.write_text("username,name,email,role,team\nzoe,Zoe,,agent,Sales\n")
+        await pilot.press("i", *str(bad), "enter")
+        await settle(pilot)
+    assert user(service, "zoe").team == "Sales"
+
+
+async def test_add_user_and_export(paths, service, clock, tmp_path):
+    out = tmp_path / "export.json"
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("a")
+        await settle(pilot)
+        await pilot.press(*"yuki", "enter", *"Yuki Sato")
+        pilot.app.screen.query_one("#new-team", Input).value = "Night Shift"
+        await pilot.click("#add")
+        await settle(pilot)
+        assert user(service, "yuki").name == "Yuki Sato"
+        await pilot.press("x")
+        export = pilot.app.screen.query_one("#prompt-input", Input)
+        export.value = str(out)
+        await pilot.press("enter")
+        await settle(pilot)
+    import json
+
+    exported = {row["username"]: row for row in json.loads(out.read_text())}
+    assert exported["yuki"]["team"] == "Night Shift" and exported["ada"]["status"] == "activated"
+    assert (out.stat().st_mode & 0o777) == 0o600
