@@ -723,3 +723,13 @@ def test_demo_never_deletes_a_store_it_was_pointed_at(store):
         assert "delete only the default demo store" in store.fails(*args, code=2)
     assert store.store_bytes() == before and store.key.exists()
     assert list(store.users()) == ["root"]
+
+
+def test_verify_as_pam_exec_calls_it(store):
+    """pam_exec with expose_authtok: the user in PAM_USER, the token on stdin NUL-terminated."""
+    store.add("alice")
+    alice = store.enroll("alice")
+    store.env["PAM_USER"] = "alice"
+    assert store.run("verify", input=oathtool(alice.secret, time.time()) + "\x00", code=0).stderr.strip() == "accepted"
+    del store.env["PAM_USER"]
+    assert "PAM_USER" in store.fails("verify", input="123456\n", code=2)

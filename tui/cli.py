@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("enroll", help="set up a user's authenticator app in this terminal")
     s.add_argument("username")
     s = sub.add_parser("verify", help="check one code from stdin: 0 accepted, 1 rejected, 3 locked, 4 no 2FA")
-    s.add_argument("username")
+    s.add_argument("username", nargs="?", help="default: $PAM_USER (as pam_exec sets it)")
     s.add_argument("-q", "--quiet", action="store_true", help="say nothing; the exit code tells")
     s = sub.add_parser("login", help="password, then code: exit codes as verify, 5 enrollment required")
     s.add_argument("username")
@@ -315,9 +315,13 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    username = args.username or os.environ.get("PAM_USER")
+    if not username:
+        raise Fail("which user? give USERNAME (or run it from pam_exec, which sets PAM_USER)", EXIT_USAGE)
     service = _service(args)
-    code = sys.stdin.readline().strip()
-    result = service.verify(args.username, code, actor=f"verify:{os_actor()}")
+    # pam_exec's expose_authtok sends the token NUL-terminated.
+    code = sys.stdin.readline().replace("\x00", "").strip()
+    result = service.verify(username, code, actor=f"verify:{os_actor()}")
     return _auth_exit(result, quiet=args.quiet)
 
 
