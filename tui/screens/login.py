@@ -83,11 +83,14 @@ class LoginScreen(StoreCalls, Screen):
         self.query_one("#password", Input).value = ""
         if result.outcome is Outcome.CODE_REQUIRED:
             self.challenge = result.session
+            for field in ("#username", "#password"):  # done with: Esc starts over
+                self.query_one(field, Input).disabled = True
             code = self.query_one("#code", Input)
             code.display = True
             code.value = ""
             code.focus()
-            self.say("Enter the code from your authenticator app (ctrl+r: use a recovery code).", error=False)
+            self.say("Enter the code from your authenticator app (ctrl+r: a recovery code; Esc: start over).",
+                     error=False)
         elif result.outcome is Outcome.ENROLLMENT_REQUIRED:
             self.say("Two-factor authentication must be set up first.", error=False)
             wizard = EnrollmentWizard(self.app.service, result.session, result.session.username)
@@ -148,6 +151,8 @@ class LoginScreen(StoreCalls, Screen):
         self.challenge = None
         self.recovery = False
         self.query_one("#code").display = False
+        for field in ("#username", "#password"):
+            self.query_one(field, Input).disabled = False
         self.query_one("#password", Input).value = ""
         self.query_one("#username", Input).focus()
 
