@@ -344,3 +344,18 @@ async def test_add_user_and_export(paths, service, clock, tmp_path):
     exported = {row["username"]: row for row in json.loads(out.read_text())}
     assert exported["yuki"]["team"] == "Night Shift" and exported["ada"]["status"] == "activated"
     assert (out.stat().st_mode & 0o777) == 0o600
+
+
+async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
+    secret = enroll(service, "ada", clock)
+    for _ in range(5):
+        service.login("bob", "bad-password")
+    async with make_app(paths, clock).run_test(size=(120, 24)) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        assert "Bob (locked)" in screen_text(pilot.app)
+        clock.advance(5 * 60 + 1)  # nothing writes to the store: only time passes
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if "Bob (locked)" not in screen_text(pilot.app):
+                break
+        assert "Bob (locked)" not in screen_text(pilot.app)

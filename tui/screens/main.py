@@ -41,6 +41,7 @@ class Snapshot:
     haystacks: tuple[str, ...]  # casefolded "username name team", for search as you type
     rollout: Rollout
     policy: Policy
+    lock_ends: datetime | None  # the first shown lockout to run out: the view changes then
 
 
 class MainScreen(StoreCalls, Screen):
@@ -107,7 +108,9 @@ class MainScreen(StoreCalls, Screen):
     # -- live data -----------------------------------------------------------------------------
     def poll(self, force: bool = False) -> None:
         """Every second: has the store changed (here or in another process)? Then reload."""
-        known = None if force or self.snapshot is None else self.snapshot.generation
+        snapshot = self.snapshot
+        stale = snapshot is None or (snapshot.lock_ends is not None and self.app.now() >= snapshot.lock_ends)
+        known = None if force or stale else snapshot.generation
         self.call_store(self._read_snapshot, known, then=self._apply_snapshot, group="poll", exclusive=True)
         if self.query_one(TabbedContent).active == "audit-tab":
             self.call_store(self._read_audit, then=self._apply_audit, group="audit", exclusive=True)
@@ -124,7 +127,8 @@ class MainScreen(StoreCalls, Screen):
         except StoreError as error:
             return error
         haystacks = tuple(f"{u.username}\n{u.name}\n{u.team or ''}".casefold() for u in users)
-        return Snapshot(generation, users, haystacks, rollout, policy)
+        lock_ends = min((u.locked_until for u in users if u.locked_until), default=None)
+        return Snapshot(generation, users, haystacks, rollout, policy, lock_ends)
 
     def _apply_snapshot(self, snapshot: Snapshot | StoreError | None) -> None:
         if isinstance(snapshot, PermissionDenied):
