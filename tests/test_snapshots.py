@@ -59,7 +59,7 @@ def test_security_tab(snap_compare, paths, service, snapshot_store, clock, mode)
 
     async def run_before(pilot):
         await sign_in(pilot, "ada", "ada-password", code(snapshot_store, clock))
-        await pilot.press("2")
+        await pilot.press("3")
         await pilot.pause()
 
     assert snap_compare(app_for(paths, clock), terminal_size=(80, 24), run_before=run_before)

@@ -145,7 +145,7 @@ async def test_mandatory_policy_locks_the_checkbox(paths, service, clock):
     secret = enroll(service, "ada", clock)
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await sign_in(pilot, "ada", "ada-password", code(secret, clock))
-        await pilot.press("2")
+        await pilot.press("3")
         await settle(pilot)
         checkbox = pilot.app.screen.query_one("#enable-2fa", Checkbox)
         assert checkbox.value and checkbox.disabled
@@ -158,7 +158,7 @@ async def test_optional_policy_uncheck_then_check(paths, service, clock):
     enroll(service, "alice", clock)
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await sign_in(pilot, "ada", "ada-password", code(secret, clock))
-        await pilot.press("2")
+        await pilot.press("3")
         await settle(pilot)
         checkbox = pilot.app.screen.query_one("#enable-2fa", Checkbox)
         assert not checkbox.disabled
@@ -277,6 +277,7 @@ async def test_command_palette_offers_only_allowed_actions(paths, service, clock
     make_optional(service, enabled=False)
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await sign_in(pilot, "sam", "sam-password")
+        await pilot.press("2")  # a supervisor lands on Rollout; the user actions belong to Users
         titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
         assert "Search users" in titles and "Export users" in titles
         assert not any(t.startswith(("Reset", "Unlock", "Add", "Import", "Enroll")) for t in titles)

@@ -8,6 +8,7 @@ unknown user or unusable store, 3 locked out, 4 no active 2FA, 5 enrollment requ
 from __future__ import annotations
 
 import argparse
+import csv
 import getpass
 import json
 import os
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("enable", help="turn 2FA on")
     psub.add_parser("disable", help="turn 2FA off (only when the mode is optional)")
     psub.add_parser("set-issuer", help="the name authenticator apps show").add_argument("issuer")
+
+    s = sub.add_parser("report", help="rollout numbers for cron and mail: overall and the last 30 days, or --by team")
+    s.add_argument("--by", choices=["team"], help="one row per team, furthest behind first")
+    output = s.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true", help="a header row, then one row (or one per team)")
 
     s = sub.add_parser("audit", help="the audit log, newest first")
     s.add_argument("--user", help="events by or about this user")
@@ -368,6 +375,62 @@ def cmd_audit(args) -> int:
     return EXIT_OK
 
 
+REPORT_TEAM_FIELDS = ("team", "users", "activated", "pending", "disabled", "percent")
+
+
+def cmd_report(args) -> int:
+    """The Rollout tab's numbers (store/report.py); percents rounded down to 0.1."""
+    from store import report  # imported here, like the demo: other commands start faster
+
+    service, op = _open(args)
+    users = service.list_users(op)
+    now = datetime.now(UTC)
+    o = report.overall(users, now)
+    pct = lambda part, whole: report.floor_percent(part, whole, 1)  # noqa: E731
+    overall = {
+        "total": o.total, "activated": o.activated, "pending": o.pending, "disabled": o.disabled,
+        "percent": pct(o.activated, o.total),
+        "activated_today": o.activated_today, "activated_last_7_days": o.activated_7d,
+    }  # fmt: skip
+    teams = report.teams(users) if args.by == "team" else ()
+    team_rows = [
+        (t.team or None, t.users, t.activated, t.pending, t.disabled, pct(t.activated, t.users)) for t in teams
+    ]
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        if args.by:
+            writer.writerow(REPORT_TEAM_FIELDS)
+            writer.writerows((team or "", *rest) for team, *rest in team_rows)
+        else:
+            writer.writerow(("generated_at", *overall))
+            writer.writerow((_iso(now), *overall.values()))
+        return EXIT_OK
+    if args.json:
+        doc: dict = {"generated_at": _iso(now), "overall": overall}
+        if args.by:
+            doc["teams"] = [dict(zip(REPORT_TEAM_FIELDS, row)) for row in team_rows]
+        else:
+            doc["daily"] = [
+                {"date": d.day.isoformat(), "activations": d.activations, "activated": d.activated,
+                 "percent": pct(d.activated, o.total)}
+                for d in report.daily(users, now, 30)
+            ]  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    print(f"Rollout at {now:%Y-%m-%d %H:%M} UTC")
+    print(f"Activated {o.activated:,} of {o.total:,} ({overall['percent']}%) · Pending {o.pending:,} · "
+          f"Disabled {o.disabled:,}")  # fmt: skip
+    print(f"Activated today {o.activated_today:,}, in the last 7 days {o.activated_7d:,}")
+    if teams:
+        table = [tuple(f.upper() for f in REPORT_TEAM_FIELDS)]
+        table += [(printable(t.label), *(f"{n:,}" for n in row[1:5]), f"{row[5]}%") for t, row in zip(teams, team_rows)]
+        widths = [max(len(r[i]) for r in table) for i in range(len(REPORT_TEAM_FIELDS))]
+        print()
+        for row in table:
+            print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    return EXIT_OK
+
+
 COMMANDS = {
     "init": cmd_init,
     "demo": cmd_demo,
@@ -377,6 +440,7 @@ COMMANDS = {
     "login": cmd_login,
     "policy": cmd_policy,
     "audit": cmd_audit,
+    "report": cmd_report,
 }
 
 

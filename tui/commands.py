@@ -17,9 +17,10 @@ MAIN_ACTIONS = (
     ("Deactivate or reactivate selected user", "(d)", "deactivate"),
     ("Import users from CSV", "All rows or none (i)", "import_csv"),
     ("Export users", "CSV or JSON (x)", "export"),
-    ("Show Users", "Tab 1", "show_tab('users-tab')"),
-    ("Show Security", "Tab 2: the 2FA policy", "show_tab('security-tab')"),
-    ("Show Audit", "Tab 3: the audit log", "show_tab('audit-tab')"),
+    ("Show Rollout", "Tab 1: by team, over time, who to chase", "show_tab('rollout-tab')"),
+    ("Show Users", "Tab 2", "show_tab('users-tab')"),
+    ("Show Security", "Tab 3: the 2FA policy", "show_tab('security-tab')"),
+    ("Show Audit", "Tab 4: the audit log", "show_tab('audit-tab')"),
 )
 
 

@@ -21,6 +21,7 @@ from store.service import ConfirmResult, Rollout, Session
 
 from ..commands import MainScreenCommands
 from ..text import printable
+from ..widgets.rollout import RolloutView
 from ..widgets.user_grid import UserGrid
 from .common import ConfirmDialog, PromptDialog, StoreCalls
 from .dialogs import AddUserDialog, ImportErrorsDialog
@@ -57,9 +58,10 @@ class MainScreen(StoreCalls, Screen):
         Binding("i", "import_csv", "Import", show=False, id="import"),
         Binding("x", "export", "Export", show=False, id="export"),
         Binding("escape", "clear_search", "Clear search", show=False),
-        Binding("1", "show_tab('users-tab')", "Users", show=False),
-        Binding("2", "show_tab('security-tab')", "Security", show=False),
-        Binding("3", "show_tab('audit-tab')", "Audit", show=False),
+        Binding("1", "show_tab('rollout-tab')", "Rollout", show=False),
+        Binding("2", "show_tab('users-tab')", "Users", show=False),
+        Binding("3", "show_tab('security-tab')", "Security", show=False),
+        Binding("4", "show_tab('audit-tab')", "Audit", show=False),
     ]
 
     def __init__(self, session: Session):
@@ -69,6 +71,7 @@ class MainScreen(StoreCalls, Screen):
         self.store_problem: str | None = None  # the store error last reported, so it is said once
         self.status_filter: Status | None = None
         self.search = ""
+        self.team_filter: str | None = None  # a team chosen on the Rollout tab; "" is "no team"
         self._audit_version: tuple | None = None
         self._audit_events: list[AuditEvent] = []
 
@@ -78,7 +81,10 @@ class MainScreen(StoreCalls, Screen):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="🔐")
-        with TabbedContent(id="tabs"):
+        # Supervisors land on the rollout; administrators on the users they act on.
+        with TabbedContent(id="tabs", initial="users-tab" if self.is_admin else "rollout-tab"):
+            with TabPane("Rollout", id="rollout-tab"):
+                yield RolloutView(id="rollout-view")
             with TabPane("Users", id="users-tab"):
                 with Horizontal(id="rollout"):
                     yield Static(id="rollout-text")
@@ -101,9 +107,10 @@ class MainScreen(StoreCalls, Screen):
         self.query_one("#search").display = False
         table = self.query_one("#audit-table", DataTable)
         table.add_columns("Time (UTC)", "Actor", "Action", "Target", "Outcome", "Detail")
-        self.query_one(UserGrid).focus()
+        self._focus_tab()
         self.poll(force=True)
         self.set_interval(self.app.poll_seconds, self.poll)
+        self.set_interval(60, self._rollout_tick)
 
     # -- live data -----------------------------------------------------------------------------
     def poll(self, force: bool = False) -> None:
@@ -150,10 +157,23 @@ class MainScreen(StoreCalls, Screen):
         if me is not None:
             self.sub_title = printable(f"{me.name} · {me.role.value}")
         self._show_rollout(snapshot.rollout)
+        self.query_one(RolloutView).show(snapshot.users, self.app.now())
         self._show_policy(snapshot.policy, snapshot.rollout)
         self.query_one(UserGrid).set_users(snapshot.users, snapshot.haystacks)
         self._filter()
         self.refresh_bindings()
+
+    def _rollout_tick(self) -> None:
+        """Days pending and "today" move with the clock, not only when the store changes."""
+        if self.snapshot is not None:
+            self.query_one(RolloutView).show(self.snapshot.users, self.app.now())
+
+    @on(RolloutView.TeamChosen)
+    def team_chosen(self, event: RolloutView.TeamChosen) -> None:
+        self.team_filter = event.team
+        self.query_one(TabbedContent).active = "users-tab"
+        self.query_one(UserGrid).focus()
+        self._filter()
 
     def _show_rollout(self, rollout: Rollout) -> None:
         text = (
@@ -169,11 +189,15 @@ class MainScreen(StoreCalls, Screen):
             return
         query = self.search.casefold()
         wanted = self.status_filter
+        team = self.team_filter
         grid = self.query_one(UserGrid)
-        grid.set_filter(lambda user, haystack: (not query or query in haystack) and (wanted is None or user.status is wanted))
+        grid.set_filter(lambda user, haystack: (not query or query in haystack)
+                        and (wanted is None or user.status is wanted)
+                        and (team is None or (user.team or "") == team))  # fmt: skip
         status = wanted.value.title() if wanted else "all"
         search = f' · search "{self.search}"' if self.search else ""
-        line = f"Showing {len(grid.rows):,} of {len(snapshot.users):,} · filter (f): {status}{search}"
+        team_note = f' · team "{team or "(no team)"}" (esc: all)' if team is not None else ""
+        line = f"Showing {len(grid.rows):,} of {len(snapshot.users):,} · filter (f): {status}{search}{team_note}"
         self.query_one("#filter-line", Static).update(Content(printable(line)))
 
     # -- search and filter ---------------------------------------------------------------------
@@ -197,6 +221,9 @@ class MainScreen(StoreCalls, Screen):
             search.value = ""
             search.display = False
             self.query_one(UserGrid).focus()
+        elif self.team_filter is not None:
+            self.team_filter = None
+            self._filter()
 
     def action_cycle_filter(self) -> None:
         index = STATUS_FILTERS.index(self.status_filter)
@@ -209,9 +236,18 @@ class MainScreen(StoreCalls, Screen):
     @on(TabbedContent.TabActivated)
     def tab_changed(self) -> None:
         self.refresh_bindings()
+        self._focus_tab()
         if self.query_one(TabbedContent).active == "audit-tab":
             self._audit_version = None
             self.call_store(self._read_audit, then=self._apply_audit, group="audit", exclusive=True)
+
+    def _focus_tab(self) -> None:
+        """Keys act on the tab shown: the team table on Rollout, the grid on Users."""
+        active = self.query_one(TabbedContent).active
+        if active == "rollout-tab":
+            self.query_one(RolloutView).teams.focus()
+        elif active == "users-tab":
+            self.query_one(UserGrid).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ADMIN_ACTIONS and not self.is_admin:

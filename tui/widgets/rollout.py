@@ -1,0 +1,473 @@
+"""The Rollout tab: how far the 2FA rollout is, by team and over time, and who to chase.
+
+The main screen hands it each new snapshot of users (`show`). The numbers come from store.report,
+computed in a thread (about 0.1 s for 100k users) and applied on the UI thread, in place: the
+tables keep their selection and scroll position, the chart gets new data in the same widget.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.color import Color
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import ProgressBar, Static
+from textual_plotext import PlotextPlot
+
+from store import report
+from store.models import User
+
+from ..screens.common import PromptDialog
+from ..text import printable
+
+SPANS = (30, 90)  # days the chart shows; `t` switches
+EIGHTHS = " ▏▎▍▌▋▊▉"
+CHASE_CSV_COLUMNS = ("username", "name", "email", "team", "pending_since", "days_pending")
+
+
+# -- a table drawn line by line ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Column:
+    title: str
+    min_width: int
+    grow: int = 0  # share of the spare width
+    right: bool = False  # numbers
+    optional: bool = False  # left out when the table is too narrow for every column
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """A cell drawn as a bar filling `percent` of the column, in eighths of a cell."""
+
+    percent: float
+
+
+Cell = str | Bar
+
+
+class RolloutTable(ScrollView, can_focus=True):
+    """Rows with a header; only the rows on screen are drawn (a chase list may hold 40k users).
+
+    New rows keep the cursor on the same key and the scroll position as it was, so a live
+    update neither flickers nor moves what the user is looking at.
+    """
+
+    COMPONENT_CLASSES = {"rollout-table--header", "rollout-table--cursor", "rollout-table--bar"}
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+    ]
+
+    cursor: reactive[int] = reactive(0)
+
+    class _Row(Message):
+        def __init__(self, table: RolloutTable, key: str | None) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> RolloutTable:
+            return self.table
+
+    class Highlighted(_Row):
+        """The cursor is on another row (`key` None: no rows)."""
+
+    class Selected(_Row):
+        """Enter, or a click on the row under the cursor."""
+
+    def __init__(self, columns: Sequence[Column], key: Callable[[Any], str],
+                 cells: Callable[[Any], tuple[Cell, ...]], *, id: str | None = None) -> None:  # fmt: skip
+        super().__init__(id=id)
+        self.columns = tuple(columns)
+        self._key = key
+        self._cells = cells
+        self._rows: Sequence[Any] = ()
+        self._layout: tuple[int, list[tuple[int, int]]] = (-1, [])  # (width, [(column, width)])
+
+    @property
+    def rows(self) -> Sequence[Any]:
+        return self._rows
+
+    @property
+    def selected(self) -> str | None:
+        return self._key(self._rows[self.cursor]) if 0 <= self.cursor < len(self._rows) else None
+
+    def set_rows(self, rows: Sequence[Any]) -> None:
+        keep = self.selected
+        index = next((i for i, row in enumerate(rows) if self._key(row) == keep), None) if keep else None
+        self._rows = rows
+        self.virtual_size = Size(self.size.width, len(rows) + 1)
+        cursor = min(index if index is not None else self.cursor, max(len(rows) - 1, 0))
+        if cursor != self.cursor:
+            self.cursor = cursor  # the watcher scrolls it into view only if it left the view
+        elif self.selected != keep:
+            self.post_message(self.Highlighted(self, self.selected))
+        self.refresh()
+
+    def watch_cursor(self) -> None:
+        self._scroll_to_cursor()
+        self.post_message(self.Highlighted(self, self.selected))
+        self.refresh()
+
+    def action_cursor(self, delta: int) -> None:
+        self.cursor = max(0, min(self.cursor + delta, len(self._rows) - 1))
+
+    def action_page(self, direction: int) -> None:
+        self.action_cursor(direction * max(self.size.height - 2, 1))
+
+    def action_jump(self, index: int) -> None:
+        self.cursor = max(len(self._rows) - 1, 0) if index < 0 else 0
+
+    def action_select(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Selected(self, self.selected))
+
+    def on_click(self, event: events.Click) -> None:
+        index = int(self.scroll_y) + event.y - 1
+        if event.y == 0 or not 0 <= index < len(self._rows):
+            return
+        if index == self.cursor:
+            self.action_select()
+        self.cursor = index
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, len(self._rows) + 1)
+        self._scroll_to_cursor()
+
+    def _scroll_to_cursor(self) -> None:
+        visible = max(self.size.height - 1, 1)
+        top = int(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False)
+        elif self.cursor >= top + visible:
+            self.scroll_to(y=self.cursor - visible + 1, animate=False)
+
+    def _widths(self, width: int) -> list[tuple[int, int]]:
+        """The columns that fit in `width` (optional ones are dropped first) and their widths."""
+        if self._layout[0] != width:
+            shown = list(range(len(self.columns)))
+            need = lambda: sum(self.columns[i].min_width + 1 for i in shown) - 1  # noqa: E731
+            for i in reversed(range(len(self.columns))):
+                if need() > width and self.columns[i].optional:
+                    shown.remove(i)
+            spare = max(width - need(), 0)
+            grow = sum(self.columns[i].grow for i in shown) or 1
+            widths = [self.columns[i].min_width + spare * self.columns[i].grow // grow for i in shown]
+            first_growing = next((n for n, i in enumerate(shown) if self.columns[i].grow), 0)
+            widths[first_growing] += spare - sum(w - self.columns[i].min_width for w, i in zip(widths, shown))
+            self._layout = (width, list(zip(shown, widths)))
+        return self._layout[1]
+
+    def _component(self, name: str) -> Style:
+        """A component's style, its translucent colours blended over the table's background
+        (a Rich style drops the alpha: `$foreground 12%` would come out as the full colour)."""
+        styles = self.get_component_styles(name)
+        under = self.background_colors[1]
+        back = under + styles.background if styles.has_rule("background") else None
+        fore = (back or under) + styles.color if styles.has_rule("color") else None
+        colours = Style(color=fore.rich_color if fore else None, bgcolor=back.rich_color if back else None)
+        return colours + styles.text_style
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width  # less the scrollbar, unlike self.size
+        layout = self._widths(width)
+        base = self.rich_style
+        if y == 0:
+            style = base + self._component("rollout-table--header")
+            titles = " ".join(_fit(self.columns[i].title, w, self.columns[i].right) for i, w in layout)
+            return Strip([Segment(titles, style)]).crop_extend(0, width, style)
+        index = int(self.scroll_y) + y - 1
+        if index >= len(self._rows):
+            return Strip.blank(width, base)
+        style = base
+        if index == self.cursor:
+            style += self._component("rollout-table--cursor")
+        cells = self._cells(self._rows[index])
+        segments = []
+        for i, w in layout:
+            cell = cells[i]
+            if isinstance(cell, Bar):
+                eighths = int(max(0.0, min(cell.percent, 100.0)) * w * 8 // 100)
+                full, part = divmod(eighths, 8)
+                bar = ("█" * full + (EIGHTHS[part] if part else "")).ljust(w)
+                segments.append(Segment(bar, style + self._component("rollout-table--bar")))
+            else:
+                segments.append(Segment(_fit(printable(cell), w, self.columns[i].right), style))
+            segments.append(Segment(" ", style))
+        return Strip(segments).crop_extend(0, width, style)
+
+
+class TeamTable(RolloutTable):
+    BINDINGS = [Binding("enter", "select", "Users of team")]
+
+
+def _fit(text: str, width: int, right: bool = False) -> str:
+    """`text` padded or cut (with …) to `width` cells."""
+    if cell_len(text) > width:
+        return set_cell_size(text, max(width - 1, 0)) + "…" if width else ""
+    return " " * (width - cell_len(text)) + text if right else set_cell_size(text, width)
+
+
+def shown_percent(part: int, whole: int) -> str:
+    return f"{report.floor_percent(part, whole):.0f}%"
+
+
+TEAM_COLUMNS = (
+    Column("Team", 10, grow=1),
+    Column("Users", 5, right=True),
+    Column("Activated", 9, right=True),
+    Column("Pending", 7, right=True),
+    Column("Done", 4, right=True),
+    Column("", 5, grow=1),
+)
+CHASE_COLUMNS = (
+    Column("Username", 10, grow=2),
+    Column("Name", 9, grow=3),
+    Column("Team", 8, grow=2, optional=True),  # the title names the team already
+    Column("Days", 4, right=True),
+)
+
+
+def _team_cells(row: report.TeamRow) -> tuple[Cell, ...]:
+    return (row.label, f"{row.users:,}", f"{row.activated:,}", f"{row.pending:,}",
+            shown_percent(row.activated, row.users), Bar(row.percent))  # fmt: skip
+
+
+def _chase_cells(row: report.ChaseRow) -> tuple[Cell, ...]:
+    user = row.user
+    return (user.username, user.name, user.team or report.NO_TEAM, "?" if row.days is None else str(row.days))
+
+
+# -- the view ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Numbers:
+    """One snapshot's report, computed off the UI thread."""
+
+    overall: report.Overall
+    teams: tuple[report.TeamRow, ...]
+    daily: tuple[report.Day, ...]  # the longest span; shorter ones are its tail
+    chase: dict[str, tuple[report.ChaseRow, ...]]  # by team key, longest pending first
+
+    @classmethod
+    def of(cls, users: Sequence[User], now: datetime) -> Numbers:
+        by_team: dict[str, list[report.ChaseRow]] = {}
+        for row in report.chase(users, now):
+            by_team.setdefault(row.team, []).append(row)
+        chase = {team: tuple(rows) for team, rows in by_team.items()}
+        return cls(report.overall(users, now), report.teams(users), report.daily(users, now, max(SPANS)), chase)
+
+
+class RolloutView(Vertical):
+    BINDINGS = [
+        Binding("t", "toggle_span", "30/90 days", id="rollout-span"),
+        Binding("x", "export_chase", "Export chase list", id="rollout-export"),
+    ]
+
+    span: reactive[int] = reactive(SPANS[0], init=False)
+
+    class TeamChosen(Message):
+        """Enter on a team: show its users. `team` is the team as stored, "" for users without one."""
+
+        def __init__(self, team: str) -> None:
+            super().__init__()
+            self.team = team
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.numbers: Numbers | None = None
+        self.now: datetime | None = None
+        self._asked = 0  # which show() call is the latest: an older result is dropped
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="rollout-headline"):
+            yield Static(Content("Reading the store…"), id="rollout-summary")
+            yield ProgressBar(total=100, show_eta=False, show_percentage=False, id="rollout-progress")
+        yield Static(id="rollout-recent")
+        with Horizontal(id="rollout-lists"):
+            yield TeamTable(TEAM_COLUMNS, lambda row: row.team, _team_cells, id="rollout-teams")
+            yield RolloutTable(CHASE_COLUMNS, lambda row: row.user.username, _chase_cells, id="rollout-chase")
+        yield PlotextPlot(id="rollout-chart")
+
+    def on_mount(self) -> None:
+        self.query_one("#rollout-teams").border_title = Content("Teams, furthest behind first")
+        self._title_chase()
+        self._draw_chart()
+        # The bars and the line take the theme's colours: redrawn when the theme changes.
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._draw_chart())
+
+    @property
+    def teams(self) -> TeamTable:
+        return self.query_one("#rollout-teams", TeamTable)
+
+    @property
+    def chase(self) -> RolloutTable:
+        return self.query_one("#rollout-chase", RolloutTable)
+
+    # -- data --------------------------------------------------------------------------------
+    def show(self, users: Sequence[User], now: datetime) -> None:
+        """New data (on the UI thread): the report is computed in a thread, then shown."""
+        self._asked += 1
+        self._compute(users, now, self._asked)
+
+    @work(thread=True, exclusive=True, group="rollout", exit_on_error=False)
+    def _compute(self, users: Sequence[User], now: datetime, asked: int) -> None:
+        numbers = Numbers.of(users, now)
+        self.app.call_from_thread(self._apply, numbers, now, asked)
+
+    def _apply(self, numbers: Numbers, now: datetime, asked: int) -> None:
+        if asked != self._asked:
+            return
+        self.numbers, self.now = numbers, now
+        o = numbers.overall
+        if o.total:
+            summary = f"Activated {o.activated:,} of {o.total:,} ({shown_percent(o.activated, o.total)})"
+        else:
+            summary = "No active accounts yet"
+        self.query_one("#rollout-summary", Static).update(Content(summary))
+        self.query_one("#rollout-progress", ProgressBar).update(progress=o.percent)
+        recent = (
+            f"Pending {o.pending:,} · Disabled {o.disabled:,} · "
+            f"activated today {o.activated_today:,}, in the last 7 days {o.activated_7d:,}"
+        )
+        self.query_one("#rollout-recent", Static).update(Content(recent))
+        self.teams.set_rows(numbers.teams)
+        self._show_chase()
+        self._draw_chart()
+
+    def on_rollout_table_highlighted(self, event: RolloutTable.Highlighted) -> None:
+        if event.table.id == "rollout-teams":
+            self._show_chase()
+
+    def on_rollout_table_selected(self, event: RolloutTable.Selected) -> None:
+        event.stop()
+        if event.table.id == "rollout-teams" and event.key is not None:
+            self.post_message(self.TeamChosen(event.key))
+
+    def _chase_rows(self) -> tuple[report.ChaseRow, ...]:
+        team = self.teams.selected
+        if self.numbers is None or team is None:
+            return ()
+        return self.numbers.chase.get(team, ())
+
+    def _show_chase(self) -> None:
+        rows = self._chase_rows()
+        if rows is not self.chase.rows:
+            self.chase.set_rows(rows)
+        self._title_chase()
+
+    def _title_chase(self) -> None:
+        team = self.teams.selected
+        if team is None:
+            title = "Who to chase"
+        else:
+            # The count first: a narrow pane cuts the end of the title.
+            title = f"Who to chase: {len(self._chase_rows()):,} in {printable(team or report.NO_TEAM)}"
+        self.chase.border_title = Content(title)
+
+    # -- chart -------------------------------------------------------------------------------
+    def action_toggle_span(self) -> None:
+        self.span = SPANS[(SPANS.index(self.span) + 1) % len(SPANS)]
+
+    def watch_span(self) -> None:
+        self._draw_chart()
+
+    def _draw_chart(self) -> None:
+        chart = self.query_one(PlotextPlot)
+        theme = self.app.theme_variables
+        bars, line = (Color.parse(theme[name]) for name in ("primary", "text-warning"))
+        other = SPANS[(SPANS.index(self.span) + 1) % len(SPANS)]
+        chart.border_title = Content.assemble(
+            ("█", bars.hex6), " activations per day  ", ("⠒⠒", line.hex6),
+            f" activated % (right)  ·  last {self.span} days, t: {other}",
+        )  # fmt: skip
+        plt = chart.plt
+        plt.clear_data()
+        days = self.numbers.daily[-self.span :] if self.numbers else ()
+        if not days:
+            chart.refresh()
+            return
+        x = list(range(len(days)))
+        counts = [d.activations for d in days]
+        top = _nice_top(max(counts))
+        plt.bar(x, counts, marker="hd", color=bars.rgb, width=0.6 if self.span <= 30 else 0.9)
+        plt.plot(x, [d.percent for d in days], yside="right", marker="braille", color=line.rgb)
+        plt.xlim(-0.5, len(days) - 0.5)
+        plt.ylim(0, top)
+        plt.yticks([0, top // 2, top], ["0", f"{top // 2:,}", f"{top:,}"])
+        plt.ylim(0, 100, yside="right")
+        plt.yticks([0, 50, 100], ["0%", "50%", "100%"], yside="right")
+        step = 7 if self.span <= 30 else 21  # ticks on the same weekday as today
+        ticks = list(range(len(days) - 1, -1, -step))
+        plt.xticks(ticks, [days[i].day.strftime("%d %b") for i in ticks])
+        chart.refresh()
+
+    # -- export ------------------------------------------------------------------------------
+    def action_export_chase(self) -> None:
+        team, rows = self.teams.selected, self._chase_rows()
+        if team is None or not rows:
+            self.notify("Nobody to chase here.", severity="warning")
+            return
+        label = printable(team or report.NO_TEAM)
+        default = f"~/mfa-chase-{(self.now or datetime.now(UTC)):%Y%m%d}.csv"
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self._export(path, rows)
+
+        body = f"CSV of the {len(rows):,} Pending users of {label}, longest pending first:"
+        self.app.push_screen(PromptDialog("Export who to chase", body, value=default), chosen)
+
+    @work(thread=True, group="rollout-export", exit_on_error=False)
+    def _export(self, path: str, rows: tuple[report.ChaseRow, ...]) -> None:
+        try:
+            write_chase_csv(Path(path).expanduser(), rows)
+        except OSError as exc:
+            message = printable(f"Cannot write {path}: {exc.strerror or exc}")
+            self.app.call_from_thread(self.notify, message, severity="error", markup=False)
+            return
+        self.app.call_from_thread(self.notify, printable(f"Exported {len(rows):,} users to {path}."), markup=False)
+
+
+def write_chase_csv(target: Path, rows: Sequence[report.ChaseRow]) -> None:
+    """The chase list as CSV, created 0600 (names and emails of staff)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    with open(fd, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CHASE_CSV_COLUMNS)
+        for row in rows:
+            u = row.user
+            since = u.pending_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if u.pending_since else ""
+            days = "" if row.days is None else row.days
+            writer.writerow((u.username, u.name, u.email or "", u.team or "", since, days))
+
+
+def _nice_top(value: int) -> int:
+    """The y axis' top: an even number from 2, 4, 10, 20, 40, 100, ... at least `value`."""
+    top = 2
+    while top < value:
+        top = top * 5 // 2 if str(top)[0] == "4" else top * 2
+    return top
