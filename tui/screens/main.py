@@ -14,6 +14,7 @@ from textual.css.query import NoMatches
 from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Footer, Header, Input, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import Worker
 
 from store.errors import ImportRejected, PermissionDenied, StoreError
 from store.models import AuditEvent, Policy, PolicyMode, Role, Status, User
@@ -69,6 +70,9 @@ class MainScreen(StoreCalls, Screen):
         self.session = session
         self.snapshot: Snapshot | None = None
         self.store_problem: str | None = None  # the store error last reported, so it is said once
+        self._poll_worker: Worker | None = None
+        self._poll_again: bool | None = None  # asked for while a poll ran (True: forced); None: not
+        self._audit_worker: Worker | None = None
         self.status_filter: Status | None = None
         self.search = ""
         self.team_filter: str | None = None  # a team chosen on the Rollout tab; "" is "no team"
@@ -115,12 +119,20 @@ class MainScreen(StoreCalls, Screen):
     # -- live data -----------------------------------------------------------------------------
     def poll(self, force: bool = False) -> None:
         """Every second: has the store changed (here or in another process)? Then reload."""
+        # A read still running (a large store) is never cancelled: the next one waits for it.
+        if self._poll_worker is not None and self._poll_worker.is_running:
+            self._poll_again = bool(self._poll_again) or force
+            return
         snapshot = self.snapshot
         stale = snapshot is None or (snapshot.lock_ends is not None and self.app.now() >= snapshot.lock_ends)
         known = None if force or stale else snapshot.generation
-        self.call_store(self._read_snapshot, known, then=self._apply_snapshot, group="poll", exclusive=True)
+        self._poll_worker = self.call_store(self._read_snapshot, known, then=self._apply_snapshot, group="poll")
         if self.query_one(TabbedContent).active == "audit-tab":
-            self.call_store(self._read_audit, then=self._apply_audit, group="audit", exclusive=True)
+            self._read_audit_soon()
+
+    def _read_audit_soon(self) -> None:
+        if self._audit_worker is None or not self._audit_worker.is_running:
+            self._audit_worker = self.call_store(self._read_audit, then=self._apply_audit, group="audit")
 
     def _read_snapshot(self, known: int | None) -> Snapshot | StoreError | None:
         """A failure comes back as a value: the poll reports it once, not every second."""
@@ -138,6 +150,9 @@ class MainScreen(StoreCalls, Screen):
         return Snapshot(generation, users, haystacks, rollout, policy, lock_ends)
 
     def _apply_snapshot(self, snapshot: Snapshot | StoreError | None) -> None:
+        if self._poll_again is not None:
+            force, self._poll_again = self._poll_again, None
+            self.call_later(self.poll, force)
         if isinstance(snapshot, PermissionDenied):
             # Deactivated, demoted or the session ended: this screen is no longer theirs.
             self.app.sign_out()
@@ -239,7 +254,7 @@ class MainScreen(StoreCalls, Screen):
         self._focus_tab()
         if self.query_one(TabbedContent).active == "audit-tab":
             self._audit_version = None
-            self.call_store(self._read_audit, then=self._apply_audit, group="audit", exclusive=True)
+            self._read_audit_soon()
 
     def _focus_tab(self) -> None:
         """Keys act on the tab shown: the team table on Rollout, the grid on Users."""

@@ -332,7 +332,8 @@ class RolloutView(Vertical):
         self._asked += 1
         self._compute(users, now, self._asked)
 
-    @work(thread=True, exclusive=True, group="rollout", exit_on_error=False)
+    # Not exclusive: `asked` drops a stale result, and a cancelled worker only breaks its waiters.
+    @work(thread=True, group="rollout", exit_on_error=False)
     def _compute(self, users: Sequence[User], now: datetime, asked: int) -> None:
         numbers = Numbers.of(users, now)
         self.app.call_from_thread(self._apply, numbers, now, asked)
