@@ -27,7 +27,6 @@ from textual.content import Content
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import ProgressBar, Static
 from textual_plotext import PlotextPlot
@@ -37,6 +36,7 @@ from store.models import User
 
 from ..screens.common import PromptDialog
 from ..text import printable
+from .rows import CursorRows
 
 SPANS = (30, 90)  # days the chart shows; `t` switches
 EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -63,7 +63,7 @@ class Bar:
 Cell = str | Bar
 
 
-class RolloutTable(ScrollView, can_focus=True):
+class RolloutTable(CursorRows):
     """Rows with a header; only the rows on screen are drawn (a chase list may hold 40k users).
 
     New rows keep the cursor on the same key and the scroll position as it was, so a live
@@ -71,16 +71,6 @@ class RolloutTable(ScrollView, can_focus=True):
     """
 
     COMPONENT_CLASSES = {"rollout-table--header", "rollout-table--cursor", "rollout-table--bar"}
-    BINDINGS = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home", "jump(0)", "First", show=False),
-        Binding("end", "jump(-1)", "Last", show=False),
-    ]
-
-    cursor: reactive[int] = reactive(0)
 
     class _Row(Message):
         def __init__(self, table: RolloutTable, key: str | None) -> None:
@@ -132,15 +122,6 @@ class RolloutTable(ScrollView, can_focus=True):
         self.post_message(self.Highlighted(self, self.selected))
         self.refresh()
 
-    def action_cursor(self, delta: int) -> None:
-        self.cursor = max(0, min(self.cursor + delta, len(self._rows) - 1))
-
-    def action_page(self, direction: int) -> None:
-        self.action_cursor(direction * max(self.size.height - 2, 1))
-
-    def action_jump(self, index: int) -> None:
-        self.cursor = max(len(self._rows) - 1, 0) if index < 0 else 0
-
     def action_select(self) -> None:
         if self.selected is not None:
             self.post_message(self.Selected(self, self.selected))
@@ -152,18 +133,6 @@ class RolloutTable(ScrollView, can_focus=True):
         if index == self.cursor:
             self.action_select()
         self.cursor = index
-
-    def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self._rows) + 1)
-        self._scroll_to_cursor()
-
-    def _scroll_to_cursor(self) -> None:
-        visible = max(self.size.height - 1, 1)
-        top = int(self.scroll_y)
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False)
-        elif self.cursor >= top + visible:
-            self.scroll_to(y=self.cursor - visible + 1, animate=False)
 
     def _widths(self, width: int) -> list[tuple[int, int]]:
         """The columns that fit in `width` (optional ones are dropped first) and their widths."""

@@ -16,12 +16,12 @@ from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from store.models import Status, User
 
 from ..text import printable
+from .rows import CursorRows
 
 BADGES = {Status.PENDING: "○ Pending", Status.ACTIVATED: "● Activated", Status.DISABLED: "– Disabled"}
 
@@ -56,7 +56,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-class UserGrid(ScrollView, can_focus=True):
+class UserGrid(CursorRows):
     """Rows of users; keeps the cursor on the same user when the data or the filter changes."""
 
     COMPONENT_CLASSES = {
@@ -68,12 +68,6 @@ class UserGrid(ScrollView, can_focus=True):
         "user-grid--inactive",
     }
     BINDINGS = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home", "jump(0)", "First", show=False),
-        Binding("end", "jump(-1)", "Last", show=False),
         Binding("s", "sort", "Sort", tooltip="Sort by the next column; S reverses"),
         Binding("S", "reverse", "Reverse sort", show=False),
     ]
@@ -134,15 +128,6 @@ class UserGrid(ScrollView, can_focus=True):
         self.refresh()
 
     # -- actions -------------------------------------------------------------------------------
-    def action_cursor(self, delta: int) -> None:
-        self.cursor = max(0, min(self.cursor + delta, len(self._rows) - 1))
-
-    def action_page(self, direction: int) -> None:
-        self.action_cursor(direction * max(self.size.height - 2, 1))
-
-    def action_jump(self, index: int) -> None:
-        self.cursor = max(len(self._rows) - 1, 0) if index < 0 else 0
-
     def action_sort(self) -> None:
         self.sort_column = (self.sort_column + 1) % len(COLUMNS)
 
@@ -164,19 +149,9 @@ class UserGrid(ScrollView, can_focus=True):
         elif self._rows:
             self.cursor = max(0, min(int(self.scroll_y) + y - 1, len(self._rows) - 1))
 
-    def _scroll_to_cursor(self) -> None:
-        visible = max(self.size.height - 1, 1)
-        top = int(self.scroll_y)
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False)
-        elif self.cursor >= top + visible:
-            self.scroll_to(y=self.cursor - visible + 1, animate=False)
-
     # -- drawing -------------------------------------------------------------------------------
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self._rows) + 1)
-        self._widths = []
-        self._scroll_to_cursor()
+        self._widths = []  # CursorRows.on_resize runs too: virtual size and scroll
 
     def _column_widths(self, width: int) -> list[int]:
         if not self._widths or sum(self._widths) + len(self._widths) != width:
