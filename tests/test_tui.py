@@ -360,3 +360,11 @@ async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
             if "Bob (locked)" not in screen_text(pilot.app):
                 break
         assert "Bob (locked)" not in screen_text(pilot.app)
+
+
+async def test_import_of_a_missing_file_says_so(paths, service, clock, tmp_path):
+    async with make_app(paths, clock).run_test(size=SIZE, notifications=True) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("i", *str(tmp_path / "nope.csv"), "enter")
+        await settle(pilot)
+        assert "cannot read" in screen_text(pilot.app) and "No such file" in screen_text(pilot.app)

@@ -21,12 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from store.csvio import users_to_json, write_users_csv
+from store.csvio import users_to_json
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError
 from store.models import NewUser, Policy, PolicyMode, Role, Status, User
 from store.paths import StorePaths, resolve
 from store.service import AuthResult, Enrollment, Outcome, Service, Session
 
+from .files import open_private, write_users
 from .text import printable
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOT_ENROLLED, EXIT_ENROLL = 0, 1, 2, 3, 4, 5
@@ -275,11 +276,7 @@ def cmd_users(args) -> int:
         users = service.list_users(op)
         out = _open_output(args.output) if args.output else sys.stdout
         try:
-            if args.format == "json":
-                json.dump(users_to_json(users), out, indent=2)
-                out.write("\n")
-            else:
-                write_users_csv(users, out)
+            write_users(users, out, args.format)
         finally:
             if out is not sys.stdout:
                 out.close()
@@ -617,11 +614,9 @@ def _read_file(name: str) -> bytes:
 
 def _open_output(name: str):
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+        return open_private(name)
     except OSError as exc:
         raise Fail(f"cannot write {name}: {exc.strerror}", EXIT_USAGE) from exc
-    return open(fd, "w", encoding="utf-8", newline="")
 
 
 def _positive(text: str) -> int:

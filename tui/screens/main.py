@@ -21,6 +21,7 @@ from store.models import AuditEvent, Policy, PolicyMode, Role, Status, User
 from store.service import ConfirmResult, Rollout, Session
 
 from ..commands import MainScreenCommands
+from ..files import open_private, write_users
 from ..text import printable
 from ..widgets.rollout import RolloutView
 from ..widgets.user_grid import UserGrid
@@ -358,7 +359,10 @@ class MainScreen(StoreCalls, Screen):
         )
 
     def _import(self, path: str) -> int | ImportRejected:
-        data = Path(path).expanduser().read_bytes()
+        try:
+            data = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
         try:
             return self.app.service.import_users(self.session, data)
         except ImportRejected as rejected:
@@ -383,19 +387,13 @@ class MainScreen(StoreCalls, Screen):
                                           value=default), chosen)
 
     def _export(self, path: str) -> int:
-        import json
-        import os
-
-        from store.csvio import users_to_json, write_users_csv
-
         users = self.app.service.list_users(self.session)
         target = Path(path).expanduser()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w", encoding="utf-8", newline="") as out:
-            if target.suffix.lower() == ".json":
-                json.dump(users_to_json(users), out, indent=2)
-            else:
-                write_users_csv(users, out)
+        try:
+            with open_private(target) as out:
+                write_users(users, out, "json" if target.suffix.lower() == ".json" else "csv")
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return len(users)
 
     # -- security tab --------------------------------------------------------------------------

@@ -8,7 +8,6 @@ tables keep their selection and scroll position, the chart gets new data in the 
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from store import report
 from store.models import User
 
 from ..screens.common import PromptDialog
+from ..files import open_private
 from ..text import printable
 from .rows import CursorRows
 
@@ -423,9 +423,7 @@ class RolloutView(Vertical):
 
 def write_chase_csv(target: Path, rows: Sequence[report.ChaseRow]) -> None:
     """The chase list as CSV, created 0600 (names and emails of staff)."""
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
-    with open(fd, "w", encoding="utf-8", newline="") as out:
+    with open_private(target) as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CHASE_CSV_COLUMNS)
         for row in rows:
