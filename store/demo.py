@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .models import NewUser, PolicyMode, Role
 from .paths import StorePaths
-from .service import Service, Session
+from .service import Service
 
 ISSUER = "Acme Contact Center"
 TEAMS = ("Billing", "Customer Care", "Tech Support", "Sales", "Retention", "Collections", "Onboarding", "Night Shift")
@@ -83,12 +83,7 @@ class SeedUser:
     last_login_at: float | None
 
 
-def login_help(session_note: str = "") -> str:
+def login_help() -> str:
     lines = ["Demo sign-ins (2FA is mandatory; each is Pending and enrolls at first sign-in):"]
     lines += [f"  {login.role.value:<10} {login.username:<11} password {login.password}" for login in LOGINS]
-    if session_note:
-        lines.append(session_note)
     return "\n".join(lines)
-
-
-__all__ = ["LOGINS", "DemoLogin", "SeedUser", "Session", "build_demo", "login_help"]

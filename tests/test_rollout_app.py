@@ -6,7 +6,8 @@ from textual.widgets import TabbedContent
 
 from store.models import NewUser, Role
 from tests.helpers import run_python
-from tests.tuihelpers import code, enroll, screen_text, settle, sign_in
+from tests.helpers import code
+from tests.tuihelpers import enroll, screen_text, settle, sign_in
 from tui.app import MfaConsoleApp
 from tui.widgets.rollout import RolloutView
 from tui.widgets.user_grid import UserGrid

@@ -8,7 +8,8 @@ from store.demo import SeedUser
 from store.models import NewUser, PolicyMode, Role
 from store.service import Service
 from tests.conftest import T0
-from tests.tuihelpers import code, enroll, sign_in
+from tests.helpers import code
+from tests.tuihelpers import enroll, sign_in
 from tui.app import MfaConsoleApp
 
 DAY = 86400

@@ -11,7 +11,8 @@ from textual.widgets import Checkbox, Input
 from store.errors import PermissionDenied
 from store.models import NewUser, Role, Status
 from store.service import Service
-from tests.tuihelpers import code, enroll, make_optional, screen_text, settle, sign_in
+from tests.helpers import code
+from tests.tuihelpers import enroll, make_optional, screen_text, settle, sign_in
 from tui.app import MfaConsoleApp
 from tui.commands import MainScreenCommands
 from tui.screens.agent import AgentScreen

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from store.models import PolicyMode
 from store.service import Service
-from tests.helpers import code
 from tests.helpers import enroll as enroll_as
 
 
@@ -28,19 +27,15 @@ async def settle(pilot, rounds: int = 3) -> None:
         await pilot.pause()
 
 
-async def type_text(pilot, text: str) -> None:
-    await pilot.press(*text)
-
-
-async def sign_in(pilot, username: str, password: str, code: str | None = None) -> None:
+async def sign_in(pilot, username: str, password: str, otp: str | None = None) -> None:
     await settle(pilot)
-    await type_text(pilot, username)
+    await pilot.press(*username)
     await pilot.press("enter")
-    await type_text(pilot, password)
+    await pilot.press(*password)
     await pilot.press("enter")
     await settle(pilot)
-    if code is not None:
-        await type_text(pilot, code)
+    if otp is not None:
+        await pilot.press(*otp)
         await pilot.press("enter")
         await settle(pilot)
 
