@@ -27,7 +27,7 @@ from .csvio import parse_users_csv
 from .errors import InvalidInput, PermissionDenied, PolicyError, StoreError, UnknownUser
 from .models import AuditEvent, NewUser, Policy, PolicyMode, Role, Status, User
 from .paths import StorePaths
-from .storage import META_ID, META_TABLE, SCHEMA_VERSION, LockedAtomicStorage
+from .storage import META_ID, META_TABLE, SCHEMA_VERSION, LineTable, LockedAtomicStorage
 from .validation import clean_email, clean_issuer, clean_name, clean_role, clean_team, clean_username, username_key
 
 RECOVERY_CODES = 10
@@ -41,6 +41,13 @@ class _StrTable(Table):
     """Users are keyed by their case-folded username: lookups are O(1), not a scan."""
 
     document_id_class = str
+
+    def _update_table(self, updater) -> None:
+        # TinyDB copies the whole table around each change; the storage's tables take changes
+        # in place (the users table keeps only what the transaction touched).
+        tables = self._storage.read()
+        updater(tables[self.name])
+        self._storage.write(tables)
 
 
 class Scope(str, enum.Enum):
@@ -143,6 +150,8 @@ class Service:
         self._sessions: dict[str, Session] = {}
         # (generation, time the first shown lock ends, users): a lock that ends changes the view.
         self._users_cache: tuple[int, float, tuple[User, ...]] | None = None
+        # key -> (the line it was made from, User), for 2FA on or off: a change remakes only its user.
+        self._user_lines: tuple[bool, dict[str, tuple[bytes, User]]] = (True, {})
 
     # -- creating a store ----------------------------------------------------------------------
     @classmethod
@@ -257,6 +266,16 @@ class Service:
         with self._storage.reading() as data:
             return _policy(data[META_TABLE][META_ID])
 
+    def peek_policy(self) -> Policy:
+        """The policy from the store's first line, without reading the users: a title for the
+        sign-in screen at once. A damaged user line is found later, by the first full read."""
+        return _policy(self._storage.head()[META_TABLE][META_ID])
+
+    def preload(self) -> None:
+        """Reads the store and builds the user list ahead of need (from a worker, at start-up)."""
+        with self._storage.reading() as data:
+            self._all_users(data)
+
     @property
     def generation(self) -> int:
         """Changes whenever the store's data changed (here or in another process) since the last read."""
@@ -267,14 +286,31 @@ class Service:
         """Every user (staff only), as immutable records; cached until the store changes or a lock ends."""
         self._require(actor, staff=True)
         with self._storage.reading() as data:
-            generation = self._storage.generation
-            cache = self._users_cache
-            if cache is None or cache[0] != generation or self._clock() >= cache[1]:
-                policy = _policy(data[META_TABLE][META_ID])
-                users = tuple(self._user(doc, policy) for doc in data["users"].values())
-                lock_ends = min((u.locked_until.timestamp() for u in users if u.locked_until), default=math.inf)
-                self._users_cache = (generation, lock_ends, users)
-            return self._users_cache[2]
+            return self._all_users(data)
+
+    def _all_users(self, data: dict) -> tuple[User, ...]:
+        generation, now = self._storage.generation, self._clock()
+        cache = self._users_cache
+        if cache is None or cache[0] != generation or now >= cache[1]:
+            policy = _policy(data[META_TABLE][META_ID])
+            enabled, known = self._user_lines
+            if enabled != policy.enabled:
+                known = {}
+            made: dict[str, tuple[bytes, User]] = {}
+            lock_ends = math.inf
+            parse = LineTable.parse
+            for key, line in data["users"].lines():
+                entry = known.get(key)
+                ends = entry and entry[1].locked_until and entry[1].locked_until.timestamp()
+                if entry is None or entry[0] is not line or (ends and ends <= now):
+                    entry = (line, self._user(parse(line), policy))
+                    ends = entry[1].locked_until and entry[1].locked_until.timestamp()
+                if ends:
+                    lock_ends = min(lock_ends, ends)
+                made[key] = entry
+            self._user_lines = (policy.enabled, made)
+            self._users_cache = (generation, lock_ends, tuple(user for _, user in made.values()))
+        return self._users_cache[2]
 
     def get_user(self, actor: Session, username: str) -> User:
         """Staff may read anyone; an agent only themselves."""
@@ -412,9 +448,8 @@ class Service:
         with self._tx() as tx:
             rows = parse_users_csv(data, set(tx.data["users"]))
             now = self._clock()
-            tx.users.insert_multiple(
-                Document(self._new_doc(row, now, None), doc_id=username_key(row.username)) for row in rows
-            )
+            tx.data["users"].add({username_key(row.username): self._new_doc(row, now, None) for row in rows})
+            self._storage.write(tx.data)
             tx.log(actor.actor, "user.import", None, "ok", f"{len(rows)} users")
             return len(rows)
 
@@ -426,7 +461,7 @@ class Service:
         self._require(actor, admin=True)
         box = self._secrets()
         with self._tx() as tx:
-            docs = []
+            docs = {}
             for seed in seeds:
                 new = _clean_new_user(seed.user)
                 doc = self._new_doc(new, seed.created_at, None)
@@ -438,8 +473,9 @@ class Service:
                         last_login_at=seed.last_login_at,
                         recovery=[box.recovery_hash(_recovery_code().replace("-", "")) for _ in range(RECOVERY_CODES)],
                     )
-                docs.append(Document(doc, doc_id=username_key(new.username)))
-            tx.users.insert_multiple(docs)
+                docs[username_key(new.username)] = doc
+            tx.data["users"].add(docs)
+            self._storage.write(tx.data)
             tx.log(actor.actor, "user.import", None, "ok", f"{len(docs)} demo users")
             return len(docs)
 
@@ -649,7 +685,8 @@ class Service:
         if doc["role"] != Role.ADMIN.value or not doc["active"]:
             return
         others = any(
-            d["role"] == Role.ADMIN.value and d["active"] and k != doc.doc_id for k, d in tx.data["users"].items()
+            u.role is Role.ADMIN and u.active and username_key(u.username) != doc.doc_id
+            for u in self._all_users(tx.data)
         )
         if not others:
             raise PolicyError(f"{doc['username']} is the last active administrator")
@@ -757,26 +794,13 @@ class Service:
 
     @staticmethod
     def _new_doc(new: NewUser, now: float, password_hash: str | None) -> dict:
-        return {
-            "username": new.username,
-            "name": new.name,
-            "email": new.email,
-            "role": new.role.value,
-            "team": new.team,
-            "active": True,
-            "password": password_hash,
-            "secret": None,
-            "pending_secret": None,
-            "recovery": [],
-            "failures": 0,
-            "lock_count": 0,
-            "locked_until": None,
-            "last_step": None,
-            "created_at": now,
-            "activated_at": None,
-            "last_login_at": None,
-            "reset_at": None,
-        }
+        """A new account. The other fields (secret, pending_secret, recovery, failures, lock_count,
+        locked_until, last_step, activated_at, last_login_at, reset_at) are absent: None or none yet."""
+        doc = {"username": new.username, "name": new.name, "role": new.role.value, "active": True, "created_at": now}
+        for field_, value in (("email", new.email), ("team", new.team), ("password", password_hash)):
+            if value is not None:
+                doc[field_] = value
+        return doc
 
 
 class _Tx:

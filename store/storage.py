@@ -1,14 +1,19 @@
-"""A TinyDB Storage that is safe to share between processes.
+"""A TinyDB Storage that is safe to share between processes and stays fast at 100k users.
 
 - Every read-modify-write runs in `transaction()`, holding an exclusive `flock` on a separate
   lock file that is never replaced (a lock on the data file itself would lock an old inode once
   the file is swapped by rename).
 - Writes go to a temp file in the same folder, are fsynced and renamed over the store, so a crash
   leaves the old file or the new one, never a torn one.
-- The parsed file is kept in memory and re-read only when the file's identity changed. The fd of
-  the parsed version stays open: its inode cannot be freed and handed to a newer file, so
-  (device, inode, size, mtime) never matches a file we have not parsed.
-- A file that does not parse, or that carries an unknown schema, is refused and never rewritten.
+- The file is JSON Lines: the small tables on the first line, then one `[key, document]` line
+  per user, then `{"end": <number of users>}`, so a file cut short at a line break is refused too.
+  Users are kept in memory as their lines and parsed when read: a change re-serializes only the
+  documents the transaction read, and the rest of the file is written back as it was.
+- The file is re-read only when its identity changed. The fd of the version read stays open: its
+  inode cannot be freed and handed to a newer file, so (device, inode, size, mtime) never
+  matches a file we have not read. Lines equal to the ones already held are not parsed again.
+- Every line is parsed when first read: a file with a damaged line, or with an unknown schema,
+  is refused and never rewritten.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import fcntl
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,9 +31,101 @@ from tinydb.storages import Storage
 
 from .errors import StoreCorrupt, StoreError, StoreMissing
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 META_TABLE = "meta"
 META_ID = "1"
+USERS_TABLE = "users"
+_HINT = "it was left untouched; restore it from a backup"
+_IOV_MAX = 1024  # buffers per writev call (Linux's limit)
+
+
+class LineTable(MutableMapping):
+    """The users table as serialized lines; a document is parsed when it is read.
+
+    TinyDB changes documents in place, so inside a transaction every document handed out is
+    remembered and serialized again at commit; outside one, each read is a fresh copy.
+    """
+
+    def __init__(self, lines: dict[str, bytes]):
+        self._lines = lines  # key -> its line, newline included
+        self._open: dict[str, dict | None] | None = None  # the transaction's documents; None: removed
+
+    @staticmethod
+    def parse(line: bytes) -> dict:
+        return orjson.loads(line)[1]
+
+    def lines(self) -> Iterator[tuple[str, bytes]]:
+        """(key, line) as last committed. A line's bytes object stays the same while it is
+        unchanged, here and across re-reads, so `is` tells a caller what it has seen before."""
+        return iter(self._lines.items())
+
+    # -- the Mapping TinyDB and the service use ------------------------------------------------
+    def __getitem__(self, key: str) -> dict:
+        opened = self._open
+        if opened is not None and key in opened:
+            doc = opened[key]
+            if doc is None:
+                raise KeyError(key)
+            return doc
+        doc = self.parse(self._lines[key])
+        if opened is not None:
+            opened[key] = doc
+        return doc
+
+    def __setitem__(self, key: str, doc: dict) -> None:
+        if self._open is None:
+            raise RuntimeError("store writes must run inside a transaction")
+        self._open[key] = doc
+
+    def add(self, docs: dict[str, dict]) -> None:
+        """New documents in bulk (an import): TinyDB's insert_multiple copies each one twice."""
+        if self._open is None:
+            raise RuntimeError("store writes must run inside a transaction")
+        taken = [key for key in docs if key in self]
+        if taken:
+            raise ValueError(f"documents {taken[:3]} already exist")
+        self._open.update(docs)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self[key] = None
+
+    def __contains__(self, key: object) -> bool:
+        opened = self._open
+        if opened is not None and key in opened:
+            return opened[key] is not None
+        return key in self._lines
+
+    def __iter__(self) -> Iterator[str]:
+        opened = self._open or {}
+        yield from (k for k in self._lines if opened.get(k, True) is not None)
+        yield from (k for k, doc in opened.items() if doc is not None and k not in self._lines)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    # -- transactions --------------------------------------------------------------------------
+    def begin(self) -> None:
+        self._open = {}
+
+    def end(self) -> None:
+        """The transaction is over (committed or not): its documents are forgotten."""
+        self._open = None
+
+    def committed_lines(self) -> dict[str, bytes]:
+        """The lines with the transaction's documents serialized; unchanged lines stay the same objects."""
+        if not self._open:
+            return self._lines
+        lines = dict(self._lines)
+        for key, doc in self._open.items():
+            if doc is None:
+                lines.pop(key, None)
+                continue
+            line = _line(key, doc)
+            if lines.get(key) != line:
+                lines[key] = line
+        return lines
 
 
 class LockedAtomicStorage(Storage):
@@ -36,6 +133,7 @@ class LockedAtomicStorage(Storage):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._data: dict | None = None
+        self._head: bytes = b""  # the first line of the file in memory: the small tables
         self._parsed_fd: int | None = None
         self._identity: tuple[int, int, int, int] | None = None
         self._dirty = False
@@ -57,6 +155,23 @@ class LockedAtomicStorage(Storage):
         self._data = data
         self._dirty = True
         self.generation += 1
+
+    def head(self) -> dict:
+        """The small tables from the file's first line, without reading the users."""
+        raw = b""
+        try:
+            with open(self.path, "rb") as f:
+                while b"\n" not in raw and (chunk := f.read(1 << 16)):
+                    raw += chunk
+        except FileNotFoundError as exc:
+            raise StoreMissing(_missing(self.path)) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc.strerror}") from exc
+        if not raw.strip():
+            raise StoreCorrupt(f"store {self.path} is empty or truncated; {_HINT}")
+        tables = _parse_head(raw[: raw.find(b"\n") + 1 or len(raw)], self.path)
+        tables.pop(USERS_TABLE, None)  # a store of the first layout has them on that line
+        return tables
 
     def close(self) -> None:
         with self._mutex:
@@ -85,16 +200,22 @@ class LockedAtomicStorage(Storage):
                 if outermost:
                     self._remove_stale_temps()
                     self._refresh()
+                    self._data[USERS_TABLE].begin()
                 yield self._data
                 if outermost:
                     self.commit()
             except BaseException:
-                if outermost:
-                    # TinyDB mutates the cached documents in place: drop them, re-read next time.
-                    self._forget()
+                if outermost and self._data is not None:
+                    # Nothing reached the disk: back to the file as it is (TinyDB changed the
+                    # small tables in place; the users' changes are only in the transaction).
+                    if self._dirty:
+                        self._data = {**orjson.loads(self._head), USERS_TABLE: self._data[USERS_TABLE]}
+                        self.generation += 1
                     self._dirty = False
                 raise
             finally:
+                if outermost and self._data is not None:
+                    self._data[USERS_TABLE].end()
                 self._depth -= 1
                 if outermost:
                     self._unlock()
@@ -102,12 +223,17 @@ class LockedAtomicStorage(Storage):
     def commit(self) -> None:
         """Make the transaction's writes durable now (they also are at its end)."""
         if self._dirty:
-            self._replace_file(orjson.dumps(self._data))
+            users: LineTable = self._data[USERS_TABLE]
+            lines = users.committed_lines()
+            head = _head(self._data)
+            self._replace_file(head, lines)
+            users._lines, self._head = lines, head
+            users.begin()  # what was read so far is written: later changes start afresh
             self._dirty = False
 
     @classmethod
     def create(cls, path: Path, data: dict) -> LockedAtomicStorage:
-        """A new store file; refuses to touch one that exists."""
+        """A new store file; refuses to touch one that exists. `data` holds plain dict tables."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         storage = cls(path)
@@ -116,8 +242,10 @@ class LockedAtomicStorage(Storage):
             try:
                 if path.exists():
                     raise StoreError(f"a store already exists at {path}; refusing to overwrite it")
-                storage._replace_file(orjson.dumps(data))
-                storage._data = data
+                users = LineTable({key: _line(key, doc) for key, doc in data.get(USERS_TABLE, {}).items()})
+                storage._data = {**data, USERS_TABLE: users}
+                storage._head = _head(storage._data)
+                storage._replace_file(storage._head, users._lines)
                 storage.generation += 1
             finally:
                 storage._unlock()
@@ -152,16 +280,15 @@ class LockedAtomicStorage(Storage):
                 return
             with open(fd, "rb", closefd=False) as f:
                 raw = f.read()
-            data = parse_store(raw, self.path)
+            known = self._data[USERS_TABLE] if self._data is not None else None
+            data = parse_store(raw, self.path, known)
         except BaseException:
             os.close(fd)
             raise
-        self._adopt(fd, identity, data)
-
-    def _adopt(self, fd: int, identity: tuple[int, int, int, int], data: dict) -> None:
         if self._parsed_fd is not None:
             os.close(self._parsed_fd)
         self._parsed_fd, self._identity, self._data = fd, identity, data
+        self._head = _head(data)
         self.generation += 1
 
     def _forget(self) -> None:
@@ -169,13 +296,11 @@ class LockedAtomicStorage(Storage):
             os.close(self._parsed_fd)
         self._parsed_fd, self._identity, self._data = None, None, None
 
-    def _replace_file(self, raw: bytes) -> None:
+    def _replace_file(self, head: bytes, lines: dict[str, bytes]) -> None:
         folder = self.path.parent
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600
         try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, [head, *lines.values(), _end(len(lines))])
             os.fsync(fd)
             os.replace(tmp, self.path)
         except BaseException:
@@ -187,7 +312,7 @@ class LockedAtomicStorage(Storage):
             raise
         _fsync_dir(folder)
         st = os.fstat(fd)
-        # The file we just wrote is the one in memory: keep its fd as the parsed version.
+        # The file we just wrote is the one in memory: keep its fd as the version read.
         if self._parsed_fd is not None:
             os.close(self._parsed_fd)
         self._parsed_fd = fd
@@ -202,6 +327,34 @@ class LockedAtomicStorage(Storage):
                 pass
 
 
+def _line(key: str, doc: dict) -> bytes:
+    # A missing key reads as None (`doc.get`): leaving out None values keeps 100k lines small.
+    if None in doc.values():
+        doc = {k: v for k, v in doc.items() if v is not None}
+    return orjson.dumps([key, doc], option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _head(data: dict) -> bytes:
+    return orjson.dumps({name: table for name, table in data.items() if name != USERS_TABLE},
+                        option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _end(count: int) -> bytes:
+    return orjson.dumps({"end": count}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    """Gathered writes: 100k lines go to the file without being joined into one copy first."""
+    for start in range(0, len(buffers), _IOV_MAX):
+        batch = buffers[start : start + _IOV_MAX]
+        size = sum(map(len, batch))
+        written = os.writev(fd, batch)
+        if written < size:  # a short write (rare): finish this batch one buffer at a time
+            view = memoryview(b"".join(batch))[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+
+
 def _missing(path: Path) -> str:
     return f"no store at {path} (create one with `mfa-console init` or `mfa-console demo`)"
 
@@ -214,23 +367,83 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def parse_store(raw: bytes, path: Path) -> dict:
-    hint = "it was left untouched; restore it from a backup"
+def parse_store(raw: bytes, path: Path, known: LineTable | None = None) -> dict:
+    """The tables of a store file; every user line is checked, except those equal to a line of
+    `known` (the version held in memory, already checked) at the same place."""
     if not raw.strip():
-        raise StoreCorrupt(f"store {path} is empty or truncated; {hint}")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise StoreCorrupt(f"store {path} is corrupt or truncated ({exc}); {hint}") from exc
-    meta = data.get(META_TABLE) if isinstance(data, dict) else None
+        raise StoreCorrupt(f"store {path} is empty or truncated; {_HINT}")
+    first = raw.find(b"\n") + 1 or len(raw)
+    tables = _parse_head(raw[:first], path)
+    if tables[META_TABLE][META_ID]["schema"] == 1:
+        if raw[first:].strip():
+            raise StoreCorrupt(f"store {path} has data after its end; {_HINT}")
+        return _from_schema_1(tables, path)
+    if USERS_TABLE in tables:
+        raise StoreCorrupt(f"store {path} is not in lines; {_HINT}")
+    tables[USERS_TABLE] = LineTable(_user_lines(raw, first, path, known))
+    return tables
+
+
+def _parse_head(line: bytes, path: Path) -> dict:
+    tables = _parse_line(line, path, "its first line")
+    meta = tables.get(META_TABLE) if isinstance(tables, dict) else None
     meta = meta.get(META_ID) if isinstance(meta, dict) else None
     if not isinstance(meta, dict) or "schema" not in meta:
-        raise StoreCorrupt(f"{path} is not an mfa-console store (no schema version); {hint}")
-    if meta["schema"] != SCHEMA_VERSION:
+        raise StoreCorrupt(f"{path} is not an mfa-console store (no schema version); {_HINT}")
+    if meta["schema"] not in (1, SCHEMA_VERSION):
         raise StoreError(
             f"store {path} has schema version {meta['schema']!r}; this mfa-console reads version "
             f"{SCHEMA_VERSION} (upgrade mfa-console to open it)"
         )
-    if not isinstance(data.get("users"), dict):
-        raise StoreCorrupt(f"store {path} has no users table; {hint}")
+    return tables
+
+
+def _user_lines(raw: bytes, at: int, path: Path, known: LineTable | None) -> dict[str, bytes]:
+    old = list(known.lines()) if known is not None else []
+    lines: dict[str, bytes] = {}
+    startswith, find, size = raw.startswith, raw.find, len(raw)
+    number = 1  # of the line, for messages
+    while True:
+        number += 1
+        index = number - 2
+        if index < len(old) and startswith(old[index][1], at):
+            key, line = old[index]
+            if key in lines:
+                raise StoreCorrupt(f"store {path} lists user {key!r} twice; {_HINT}")
+            lines[key] = line
+            at += len(line)
+            continue
+        end = find(b"\n", at) + 1
+        if not end:
+            raise StoreCorrupt(f"store {path} is truncated (line {number} is cut short); {_HINT}")
+        line = raw[at:end]
+        at = end
+        record = _parse_line(line, path, f"line {number}")
+        if isinstance(record, dict):
+            if record != {"end": len(lines)} or at != size:
+                raise StoreCorrupt(f"store {path} does not end as written (line {number}); {_HINT}")
+            return lines
+        if not (isinstance(record, list) and len(record) == 2 and isinstance(record[0], str)
+                and isinstance(record[1], dict) and isinstance(record[1].get("username"), str)):
+            raise StoreCorrupt(f"store {path} has a damaged user on line {number}; {_HINT}")
+        key = record[0]
+        if key in lines:
+            raise StoreCorrupt(f"store {path} lists user {key!r} twice; {_HINT}")
+        lines[key] = line
+
+
+def _parse_line(line: bytes, path: Path, where: str):
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise StoreCorrupt(f"store {path} is corrupt or truncated at {where} ({exc}); {_HINT}") from exc
+
+
+def _from_schema_1(data: dict, path: Path) -> dict:
+    """A store of the first layout (one JSON object): read as is, written in lines next time."""
+    users = data.get(USERS_TABLE)
+    if not isinstance(users, dict) or not all(isinstance(doc, dict) for doc in users.values()):
+        raise StoreCorrupt(f"store {path} has no users table; {_HINT}")
+    data[META_TABLE][META_ID]["schema"] = SCHEMA_VERSION
+    data[USERS_TABLE] = LineTable({key: _line(key, doc) for key, doc in users.items()})
     return data

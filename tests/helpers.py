@@ -16,6 +16,7 @@ import pyotp
 
 from store.paths import StorePaths
 from store.service import Outcome, Scope, Service, Session
+from store.storage import LineTable, parse_store
 
 PERIOD = 30
 CSV_HEADER = b"username,name,email,role,team\n"
@@ -102,3 +103,19 @@ def run_python(script: str, *args: str, check: bool = True) -> subprocess.Comple
 
 def last_json_line(proc: subprocess.CompletedProcess):
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def read_store(path: Path) -> dict:
+    """The store file's tables as plain dicts (users: key -> document), read as another program would."""
+    data = parse_store(Path(path).read_bytes(), Path(path))
+    data["users"] = {key: LineTable.parse(line) for key, line in data["users"].lines()}
+    return data
+
+
+def hand_edit_user(path: Path, key: str, **fields) -> None:
+    """Changes one user's line in the store file, as a person with an editor would."""
+    lines = Path(path).read_bytes().split(b"\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith(json.dumps([key]).encode()[:-1] + b","))
+    line_key, doc = json.loads(lines[at])
+    lines[at] = json.dumps([line_key, {**doc, **fields}]).encode()
+    Path(path).write_bytes(b"\n".join(lines))

@@ -24,6 +24,7 @@ import pytest
 
 from store.paths import StorePaths
 from store.service import Service
+from tests.helpers import hand_edit_user
 
 MFA = (sys.executable, "-m", "tui")
 ISSUER = "Acme Contact Center"
@@ -268,10 +269,7 @@ def test_a_name_with_control_characters_is_refused_at_add(store, name):
 def test_escape_sequences_that_got_into_the_store_are_not_replayed(store):
     """A hand-edited store: the table shows '?' for them; JSON escapes them."""
     store.add("eve", team="Billing")
-    data = json.loads(store.store_bytes())
-    data["users"]["eve"]["name"] = "Eve\x1b]0;pwned\x07\x1b[2J"
-    data["users"]["eve"]["team"] = "\x1b[31mRed"
-    store.db.write_bytes(json.dumps(data).encode())
+    hand_edit_user(store.db, "eve", name="Eve\x1b]0;pwned\x07\x1b[2J", team="\x1b[31mRed")
     row = next(line for line in store.run("users", "list", code=0).stdout.splitlines() if line.startswith("eve"))
     assert "Eve?]0;pwned??[2J" in row and "?[31mRed" in row
     assert store.users()["eve"]["name"] == "Eve\x1b]0;pwned\x07\x1b[2J"  # JSON carries it, escaped

@@ -20,6 +20,7 @@ from tests.helpers import (
     enroll,
     last_json_line,
     password,
+    read_store,
     run_python,
     temp_files,
     users_csv,
@@ -30,7 +31,7 @@ from store.errors import KeyFileError, StoreCorrupt, StoreError, StoreMissing
 from store.models import NewUser, Role, Status
 from store.paths import StorePaths
 from store.service import Outcome, Service
-from store.storage import LockedAtomicStorage, parse_store
+from store.storage import SCHEMA_VERSION, LockedAtomicStorage, parse_store
 from store.totp import group_secret
 
 FIXTURE_USERS = {"ada", "sam", "alice", "bob"}
@@ -145,7 +146,7 @@ print(json.dumps("done"))
 
 def test_read_modify_write_transactions_of_several_processes_serialize(tmp_path):
     path = tmp_path / "bare.json"
-    LockedAtomicStorage.create(path, {"meta": {"1": {"schema": 1, "n": 0}}, "users": {}}).close()
+    LockedAtomicStorage.create(path, {"meta": {"1": {"schema": SCHEMA_VERSION, "n": 0}}, "users": {}}).close()
     start_together(COUNTER, [[path, f"p{i}"] for i in range(4)])
     counter = parse_store(path.read_bytes(), path)["meta"]["1"]
     assert counter["n"] == 200
@@ -243,7 +244,12 @@ BAD_FILES = {
     "no schema": lambda raw: b'{"users": {}}',
     "meta not a table": lambda raw: b'{"meta": [], "users": {}}',
     "meta record not an object": lambda raw: b'{"meta": {"1": "schema"}, "users": {}}',
-    "no users table": lambda raw: orjson.dumps({"meta": orjson.loads(raw)["meta"]}),
+    "no users table": lambda raw: raw.split(b"\n", 1)[0],
+    "cut at a line break": lambda raw: raw[: raw.rindex(b"\n", 0, -1) + 1],
+    "a user line damaged": lambda raw: raw.replace(b'["alice",{', b'["alice",{"x', 1),
+    "a user line not a user": lambda raw: raw.replace(b'["alice",{', b'["alice",7,{', 1),
+    "a user twice": lambda raw: raw.replace(b"\n", b"\n" + raw.split(b"\n")[1] + b"\n", 1),
+    "lines after the end": lambda raw: raw + raw.split(b"\n")[1] + b"\n",
 }
 
 
@@ -274,12 +280,13 @@ def test_a_damaged_store_is_refused_clearly_and_left_untouched(service, paths, o
 
 
 def test_an_unknown_schema_version_is_refused(service, paths, op):
-    data = orjson.loads(paths.db.read_bytes())
-    data["meta"]["1"]["schema"] = 2
-    paths.db.write_bytes(orjson.dumps(data))
+    head, rest = paths.db.read_bytes().split(b"\n", 1)
+    tables = orjson.loads(head)
+    tables["meta"]["1"]["schema"] = SCHEMA_VERSION + 1
+    paths.db.write_bytes(orjson.dumps(tables) + b"\n" + rest)
     before = paths.db.read_bytes()
     for attempt in (lambda: Service(paths).policy(), lambda: service.add_user(op, NewUser("eve", "Eve", Role.AGENT))):
-        with pytest.raises(StoreError, match="schema version 2") as refused:
+        with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}") as refused:
             attempt()
         assert not isinstance(refused.value, StoreCorrupt)
         assert str(paths.db) in str(refused.value) and "upgrade mfa-console" in str(refused.value)
@@ -388,10 +395,11 @@ from pathlib import Path
 from store.models import NewUser, Role
 from store.paths import StorePaths
 from store.service import Service
+from store.storage import parse_store
 folder = Path(sys.argv[1])
 service = Service.create(StorePaths(folder / "s.json", folder / "s.key"), issuer="Acme", actor="t")
 service.add_user(service.operator("t"), NewUser("eve", "Eve", Role.AGENT), password="eve-password")
-print(orjson.dumps(orjson.loads((folder / "s.json").read_bytes())["users"]["eve"]["password"]).decode())
+print(orjson.dumps(parse_store((folder / "s.json").read_bytes(), folder / "s.json")["users"]["eve"]["password"]).decode())
 """
     stored = last_json_line(run_python(script, tmp_path))
     assert stored.startswith("scrypt$16384$8$1$")
@@ -467,7 +475,7 @@ def test_an_unchanged_file_is_parsed_once(service, paths, op, clock, monkeypatch
     other_op = other.operator("tester")  # parses now, before counting starts
     parsed = []
     real = store.storage.parse_store
-    monkeypatch.setattr(store.storage, "parse_store", lambda raw, path: parsed.append(path) or real(raw, path))
+    monkeypatch.setattr(store.storage, "parse_store", lambda raw, path, known: parsed.append(path) or real(raw, path, known))
 
     def read_a_lot(svc, session):
         for _ in range(30):
@@ -497,3 +505,53 @@ def test_the_user_list_is_not_rebuilt_while_nothing_changes(service, op):
     assert service.list_users(op) is first
     service.add_user(op, NewUser("eve", "Eve", Role.AGENT))
     assert "eve" in {u.username for u in service.list_users(op)}
+
+
+def test_after_a_change_elsewhere_only_the_changed_lines_are_parsed(service, paths, op, clock, monkeypatch):
+    service.import_users(op, users_csv([f"u{i:03d}" for i in range(300)]))
+    before = {u.username: u for u in service.list_users(op)}
+    other = Service(paths, clock=clock)
+    other_op = other.operator("tester")
+    other.edit_user(other_op, "u123", name="Renamed")
+    other.add_user(other_op, NewUser("eve", "Eve", Role.AGENT))
+    other.close()
+    parsed = []
+    real = store.storage._parse_line
+    monkeypatch.setattr(store.storage, "_parse_line", lambda line, path, where: parsed.append(where) or real(line, path, where))
+    after = {u.username: u for u in service.list_users(op)}
+    # The first line, the changed user, the new one and the end: not the 303 unchanged users.
+    assert len(parsed) == 4
+    assert after["u123"].name == "Renamed" and "eve" in after
+    unchanged = set(before) - {"u123"}
+    assert all(after[name] is before[name] for name in unchanged)  # their records were not remade
+
+
+def test_a_refused_transaction_changes_nothing_in_memory(service, paths, op):
+    before = paths.db.read_bytes()
+    with pytest.raises(RuntimeError, match="refused"):
+        with service._storage.transaction() as data:
+            data["users"]["alice"]["name"] = "Changed"
+            data["meta"]["1"]["policy"]["issuer"] = "Changed"
+            service._storage.write(data)
+            raise RuntimeError("refused")
+    assert service.get_user(op, "alice").name == "Alice"
+    assert service.policy().issuer != "Changed"
+    assert paths.db.read_bytes() == before
+
+
+def test_a_store_of_the_first_layout_opens_and_is_written_in_lines(service, paths, op, clock):
+    old = read_store(paths.db)
+    old["meta"]["1"]["schema"] = 1
+    paths.db.write_bytes(orjson.dumps(old))  # one JSON object, as the first mfa-console wrote it
+    fresh = Service(paths, clock=clock)
+    fresh_op = fresh.operator("tester")
+    assert {u.username for u in fresh.list_users(fresh_op)} == FIXTURE_USERS
+    fresh.edit_user(fresh_op, "bob", team="Night Shift")
+    fresh.close()
+    now = read_store(paths.db)
+    assert now["meta"]["1"]["schema"] == SCHEMA_VERSION
+    assert now["users"]["bob"]["team"] == "Night Shift"
+    assert {k: d for k, d in now["users"].items() if k != "bob"} == {
+        k: {f: v for f, v in d.items() if v is not None} for k, d in old["users"].items() if k != "bob"
+    }
+    assert paths.db.read_bytes().count(b"\n") == len(FIXTURE_USERS) + 2

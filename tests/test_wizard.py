@@ -6,7 +6,6 @@ the terminal, with their colours), rebuilt as an image and decoded with zxing.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from store import totp
 from store.models import Status
 from store.service import ConfirmResult, Outcome, Scope, Service, Session
 from tests.conftest import T0
+from tests.helpers import read_store
 from tests.screen import RGB, Cell, cells_from_strips, decode_cells, decode_qr, parse_ansi_screen
 from tui.qr import QRCode
 from tui.screens.wizard import EnrollmentWizard
@@ -90,8 +90,8 @@ def wrong_code(secret: str) -> str:
 def assert_pending_without_secret(service: Service, username: str) -> None:
     """Pending, and no half-done enrollment: the store file holds no pending secret."""
     assert service.get_user(service.operator("checker"), username).status is Status.PENDING
-    doc = json.loads(service.paths.db.read_bytes())["users"][username.casefold()]
-    assert doc["pending_secret"] is None and doc["secret"] is None
+    doc = read_store(service.paths.db)["users"][username.casefold()]
+    assert doc.get("pending_secret") is None and doc.get("secret") is None
 
 
 async def to_scan(app: WizardApp, pilot) -> None:
