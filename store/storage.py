@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import io
 import os
 import tempfile
 import threading
 from collections.abc import Iterator, MutableMapping
+from typing import BinaryIO
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,6 +40,7 @@ META_ID = "1"
 USERS_TABLE = "users"
 _HINT = "it was left untouched; restore it from a backup"
 _IOV_MAX = 1024  # buffers per writev call (Linux's limit)
+_CHUNK = 1 << 22  # bytes read at a time
 
 
 class _GcPause:
@@ -305,10 +308,9 @@ class LockedAtomicStorage(Storage):
             if identity == self._identity:
                 os.close(fd)
                 return
-            with open(fd, "rb", closefd=False) as f:
-                raw = f.read()
             known = self._data[USERS_TABLE] if self._data is not None else None
-            data = parse_store(raw, self.path, known)
+            with open(fd, "rb", closefd=False) as f:
+                data = parse_store(f, self.path, known)
         except BaseException:
             os.close(fd)
             raise
@@ -394,21 +396,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def parse_store(raw: bytes, path: Path, known: LineTable | None = None) -> dict:
+def parse_store(source: bytes | BinaryIO, path: Path, known: LineTable | None = None) -> dict:
     """The tables of a store file; every user line is checked, except those equal to a line of
     `known` (the version held in memory, already checked) at the same place."""
-    if not raw.strip():
+    reader = _LineReader(io.BytesIO(source) if isinstance(source, bytes) else source)
+    first = reader.next()
+    if not first.strip():
         raise StoreCorrupt(f"store {path} is empty or truncated; {_HINT}")
-    first = raw.find(b"\n") + 1 or len(raw)
-    tables = _parse_head(raw[:first], path)
+    tables = _parse_head(first, path)
     if tables[META_TABLE][META_ID]["schema"] == 1:
-        if raw[first:].strip():
+        if reader.next().strip():
             raise StoreCorrupt(f"store {path} has data after its end; {_HINT}")
         return _from_schema_1(tables, path)
     if USERS_TABLE in tables:
         raise StoreCorrupt(f"store {path} is not in lines; {_HINT}")
     with gc_paused:
-        tables[USERS_TABLE] = LineTable(_user_lines(raw, first, path, known))
+        tables[USERS_TABLE] = LineTable(_user_lines(reader, path, known))
     return tables
 
 
@@ -426,33 +429,63 @@ def _parse_head(line: bytes, path: Path) -> dict:
     return tables
 
 
-def _user_lines(raw: bytes, at: int, path: Path, known: LineTable | None) -> dict[str, bytes]:
+class _LineReader:
+    """A file's lines, read a few MB at a time: a 50 MB store is never in memory twice."""
+
+    def __init__(self, f: BinaryIO):
+        self._f, self._buf, self._at = f, b"", 0
+
+    def _line_end(self) -> int:
+        """Where the next line ends in the buffer (after its newline), reading on as needed;
+        0 when the file ends without one."""
+        while True:
+            end = self._buf.find(b"\n", self._at) + 1
+            if end:
+                return end
+            chunk = self._f.read(_CHUNK)
+            if not chunk:
+                return 0
+            self._buf, self._at = self._buf[self._at :] + chunk, 0
+
+    def skip(self, line: bytes) -> bool:
+        """Moves past the next line if it is `line` (newline included) exactly."""
+        end = self._line_end()
+        if end - self._at == len(line) and self._buf.startswith(line, self._at):
+            self._at = end
+            return True
+        return False
+
+    def next(self) -> bytes:
+        """The next line with its newline; at the end, what is left without one, then b""."""
+        end = self._line_end() or len(self._buf)
+        line, self._at = self._buf[self._at : end], end
+        return line
+
+
+def _user_lines(reader: _LineReader, path: Path, known: LineTable | None) -> dict[str, bytes]:
     old = list(known.lines()) if known is not None else []
     lines: dict[str, bytes] = {}
-    startswith, find, size = raw.startswith, raw.find, len(raw)
     number = 1  # of the line, for messages
     while True:
         number += 1
         index = number - 2
-        if index < len(old) and startswith(old[index][1], at):
+        if index < len(old) and reader.skip(old[index][1]):
             key, line = old[index]
             if key in lines:
                 raise StoreCorrupt(f"store {path} lists user {key!r} twice; {_HINT}")
             lines[key] = line
-            at += len(line)
             continue
-        end = find(b"\n", at) + 1
-        if not end:
-            raise StoreCorrupt(f"store {path} is truncated (line {number} is cut short); {_HINT}")
-        line = raw[at:end]
-        at = end
+        line = reader.next()
+        if not line:
+            raise StoreCorrupt(f"store {path} is truncated (it ends before line {number}); {_HINT}")
         record = _parse_line(line, path, f"line {number}")
         if isinstance(record, dict):
-            if record != {"end": len(lines)} or at != size:
+            if record != {"end": len(lines)} or reader.next():
                 raise StoreCorrupt(f"store {path} does not end as written (line {number}); {_HINT}")
             return lines
         if not (isinstance(record, list) and len(record) == 2 and isinstance(record[0], str)
-                and isinstance(record[1], dict) and isinstance(record[1].get("username"), str)):
+                and isinstance(record[1], dict) and isinstance(record[1].get("username"), str)
+                and line.endswith(b"\n")):
             raise StoreCorrupt(f"store {path} has a damaged user on line {number}; {_HINT}")
         key = record[0]
         if key in lines:
