@@ -447,7 +447,7 @@ class Service:
     def import_users(self, actor: Session, data: bytes) -> int:
         """All rows or none: every bad row is reported (ImportRejected) and nothing is written."""
         self._require(actor, admin=True)
-        with self._tx() as tx:
+        with gc_paused, self._tx() as tx:
             rows = parse_users_csv(data, set(tx.data["users"]))
             now = self._clock()
             tx.data["users"].add({username_key(row.username): self._new_doc(row, now, None) for row in rows})
@@ -462,7 +462,7 @@ class Service:
         """
         self._require(actor, admin=True)
         box = self._secrets()
-        with self._tx() as tx:
+        with gc_paused, self._tx() as tx:
             docs = {}
             for seed in seeds:
                 new = _clean_new_user(seed.user)
