@@ -473,7 +473,8 @@ class Service:
                         secret=box.encrypt(totp.new_secret(), key),
                         activated_at=seed.activated_at,
                         last_login_at=seed.last_login_at,
-                        recovery=[box.recovery_hash(_recovery_code().replace("-", "")) for _ in range(RECOVERY_CODES)],
+                        # Codes nobody is shown: random input is enough, and 14× cheaper to draw.
+                        recovery=[box.recovery_hash(secrets.token_hex(8)) for _ in range(RECOVERY_CODES)],
                     )
                 docs[username_key(new.username)] = doc
             tx.data["users"].add(docs)
