@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import validation as v
 from .errors import ImportRejected, InvalidInput, RowError
 from .models import NewUser, User
+
+if TYPE_CHECKING:
+    from _csv import Reader
 
 _CLEANERS = {
     "username": v.clean_username,
@@ -21,11 +24,15 @@ _CLEANERS = {
     "role": v.clean_role,
     "team": v.clean_team,
 }
+# Whole-column checks for _plain_users. Role and team have so few distinct values
+# that cleaning each of those once is cheaper.
+_AS_IS = {"username": v.usernames_as_is, "name": v.names_as_is, "email": v.emails_as_is}
 IMPORT_COLUMNS = tuple(_CLEANERS)
 # An export may be edited and imported back, so these are accepted and ignored.
 EXPORT_COLUMNS = IMPORT_COLUMNS + ("status", "active", "created_at", "activated_at", "last_login_at")
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")  # the breaks csv and io split lines on
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # one line, break included
 _Record = tuple[int, list[str] | csv.Error]
 
 
@@ -37,8 +44,72 @@ def parse_users_csv(data: bytes, existing_keys: set[str]) -> list[NewUser]:
     multi-line quoted field still point at the right place. existing_keys are
     the username_key()s already in the store.
     """
-    records = _records(_decode(data))
+    text = _decode(data)
+    # strict: an unterminated quote is an error instead of swallowing the rest of the file.
+    reader = csv.reader(_lines(text), strict=True)
+    records = _records(reader)
     columns = _read_header(records)
+    users = _plain_users(_after_lines(text, reader.line_num), columns, existing_keys)
+    return users if users is not None else _checked_users(records, columns, existing_keys)
+
+
+def _plain_users(body: str, columns: list[str], existing_keys: set[str]) -> list[NewUser] | None:
+    """The users of body (the file after its header) if it is plain and valid, else None.
+
+    The fast path for large imports: column by column instead of row by row.
+    Plain means no quotes, no lone CR and blank rows only as "" or ",,,,", so
+    each line is one record and its fields are the line split on ",", as csv
+    would split it. Each column either
+    passes its _AS_IS check or has each distinct value cleaned once, by the
+    cleaners _checked_users uses: the users are the ones it would return. On
+    any doubt (a bad value, a duplicate, a wrong field count) this returns
+    None, and _checked_users finds and reports the problems with their lines.
+    """
+    if '"' in body:
+        return None
+    if "\r" in body:
+        if body.count("\r") != body.count("\r\n"):
+            return None
+        body = body.replace("\r\n", "\n")
+    lines = body.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # after the break ending the last line
+    width = len(columns)
+    empty = "," * (width - 1)  # how spreadsheets write an empty row
+    if "" in lines or empty in lines:
+        lines = [line for line in lines if line and line != empty]  # blank rows are skipped
+    if (
+        not lines
+        or set(map(str.count, lines, repeat(","))) != {width - 1}
+        or max(map(len, lines)) > csv.field_size_limit()  # so no field is too long for csv
+    ):
+        return None
+    fields = ",".join(lines).split(",")
+    try:
+        usernames, names, emails, roles, teams = (
+            _clean_column(column, fields[columns.index(column)::width]) for column in IMPORT_COLUMNS
+        )
+    except InvalidInput:
+        return None
+    keys = set(map(v.username_key, usernames))
+    if len(keys) != len(usernames) or not existing_keys.isdisjoint(keys):
+        return None
+    return list(map(NewUser, usernames, names, roles, emails, teams))
+
+
+def _clean_column(column: str, values: list[str]) -> list[Any]:
+    """values as the column's cleaner returns them; InvalidInput if it refuses one."""
+    as_is = _AS_IS.get(column)
+    if as_is and as_is(values):
+        return [value or None for value in values] if "" in values else values  # "" is an optional field left out
+    clean = _CLEANERS[column]
+    cleaned = {value: clean(value) for value in set(values)}
+    return list(map(cleaned.__getitem__, values))
+
+
+def _checked_users(records: Iterator[_Record], columns: list[str], existing_keys: set[str]) -> list[NewUser]:
+    """The row-by-row path: every record checked, every problem reported with its line."""
+    positions = [(columns.index(column), clean) for column, clean in _CLEANERS.items()]
     errors: list[RowError] = []
     users: list[NewUser] = []
     seen: dict[str, list[int]] = {}  # username_key -> lines it is on
@@ -51,22 +122,23 @@ def parse_users_csv(data: bytes, existing_keys: set[str]) -> list[NewUser]:
         if len(fields) != len(columns):
             errors.append(RowError(line, f"expected {len(columns)} fields, found {len(fields)}"))
             continue
-        row = dict(zip(columns, fields))
-        cleaned: dict[str, Any] = {}
+        cleaned: list[Any] = []
         reasons: list[str] = []
-        for column, clean in _CLEANERS.items():
+        for position, clean in positions:
             try:
-                cleaned[column] = clean(row[column])
+                cleaned.append(clean(fields[position]))
             except InvalidInput as e:
+                cleaned.append(None)  # a username is never None otherwise
                 reasons.append(str(e))
-        if "username" in cleaned:
-            clash = _clash(cleaned["username"], line, seen, existing_keys)
+        username, name, email, role, team = cleaned
+        if username is not None:
+            clash = _clash(username, line, seen, existing_keys)
             if clash:
                 reasons.append(clash)
         if reasons:
             errors.append(RowError(line, "; ".join(reasons)))
         else:
-            users.append(NewUser(**cleaned))
+            users.append(NewUser(username, name, role, email, team))
     if not errors and not users:
         errors.append(RowError(1, "no users in file"))
     if errors:
@@ -108,10 +180,8 @@ def _decode(data: bytes) -> str:
         raise ImportRejected([RowError(line, reason)]) from None
 
 
-def _records(text: str) -> Iterator[_Record]:
-    """(first physical line, fields or the csv.Error) for each CSV record."""
-    # strict: an unterminated quote is an error instead of swallowing the rest of the file.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+def _records(reader: Reader) -> Iterator[_Record]:
+    """(first physical line, fields or the csv.Error) for each record of a csv.reader."""
     while True:
         line = reader.line_num + 1  # a record starts on the line after the last one ended
         try:
@@ -121,6 +191,23 @@ def _records(text: str) -> Iterator[_Record]:
         except csv.Error as e:  # the reader resumes at the next line
             fields = e
         yield line, fields
+
+
+def _lines(text: str) -> Iterator[str]:
+    # What io.StringIO(text, newline="") yields, without first copying all of
+    # text into a buffer of 4 bytes a character (28 MB for 100k users).
+    return (line[0] for line in _LINE.finditer(text))
+
+
+def _after_lines(text: str, count: int) -> str:
+    """text after its first count lines."""
+    end = 0
+    for _ in range(count):
+        line = _LINE.match(text, end)
+        if not line:
+            return ""
+        end = line.end()
+    return text[end:]
 
 
 def _read_header(records: Iterator[_Record]) -> list[str]:
@@ -164,7 +251,7 @@ def _clash(username: str, line: int, seen: dict[str, list[int]], existing_keys: 
 
 def _blank(fields: list[str]) -> bool:
     # Also covers ",,,,", which spreadsheets write for empty rows.
-    return all(not f.strip() for f in fields)
+    return not "".join(fields).strip()
 
 
 def _malformed(line: int, error: csv.Error) -> RowError:

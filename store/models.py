@@ -13,6 +13,9 @@ class Role(str, enum.Enum):
     AGENT = "agent"
 
 
+ROLES = {role.value: role for role in Role}  # Role(value) costs microseconds; 100k of them show
+
+
 class Status(str, enum.Enum):
     PENDING = "pending"
     ACTIVATED = "activated"

@@ -1,13 +1,17 @@
 import csv
 import io
 import json
+import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from store.csvio import EXPORT_COLUMNS, parse_users_csv, users_to_json, write_users_csv
-from store.errors import ImportRejected
+from store import csvio
+from store.csvio import EXPORT_COLUMNS, IMPORT_COLUMNS, parse_users_csv, users_to_json, write_users_csv
+from store.errors import ImportRejected, InvalidInput
 from store.models import NewUser, Role, Status, User
+from tests.test_validation import TRICKY
 
 HEADER = b"username,name,email,role,team\n"
 
@@ -202,3 +206,159 @@ def test_json_export_is_serialisable():
     }
     assert records[1]["email"] is None and records[1]["created_at"] is None and records[1]["active"] is False
     assert [list(r) for r in records] == [list(EXPORT_COLUMNS)] * 2
+
+
+# -- the fast path (_plain_users) against the row-by-row one ------------------------------------
+def outcome(data: bytes, existing: set[str]) -> list:
+    """The users, or the errors of a rejected file."""
+    try:
+        return parse_users_csv(data, set(existing))
+    except ImportRejected as e:
+        return e.errors
+
+
+def both_ways(data: bytes, existing: set[str] = frozenset()) -> tuple[list, bool]:
+    """The users or errors parse_users_csv gives, and whether the fast path gave them.
+
+    Asserts that with the fast path turned off the answer is the same.
+    """
+    answers = []
+    real = csvio._plain_users
+
+    def spy(*args):
+        answers.append(real(*args))
+        return answers[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(csvio, "_plain_users", spy)
+        result = outcome(data, existing)
+        mp.setattr(csvio, "_plain_users", lambda *args: None)
+        assert outcome(data, existing) == result
+    return result, any(a is not None for a in answers)
+
+
+def accepted(clean, value: str) -> bool:
+    try:
+        clean(value)
+    except InvalidInput:
+        return False
+    return True
+
+
+# Field values for generated files: every TRICKY one a file can hold (not a lone surrogate),
+# and some that must be quoted.
+VALUES = [s for s in TRICKY if s != "\ud800"] + ["a,b", 'say "hi"', "x\r\ny", "\u00a0Nuño\u00a0"]
+VALID = {column: [s for s in VALUES if accepted(clean, s)] for column, clean in csvio._CLEANERS.items()}
+
+
+def cell(value: str, rng: random.Random) -> str:
+    if any(c in value for c in ',"\r\n') or rng.random() < 0.01:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def generated_file(rng: random.Random) -> tuple[bytes, bool]:
+    """A file, and whether it is plain: fit for the fast path if valid."""
+    columns = list(IMPORT_COLUMNS) + rng.sample(EXPORT_COLUMNS[5:], rng.choice([0, 0, 2, 5]))
+    rng.shuffle(columns)
+    end = rng.choice(["\n", "\n", "\r\n", "\r"])
+    lines = [",".join(c.upper() if rng.random() < 0.2 else c for c in columns)]
+    empty = "," * (len(columns) - 1)
+    for _ in range(rng.randint(1, 6)):
+        if rng.random() < 0.1:
+            lines.append(rng.choice(["", empty, "   ", " ,"]))  # blank rows, skipped
+            continue
+        row = []
+        for column in columns:
+            if column == "username" and rng.random() < 0.7:
+                # Mostly distinct, sometimes the same in another case.
+                value = rng.choice(["user{}", "User.{}", " u{}@cc ", "USER{}"]).format(rng.randint(0, 6))
+            elif column in VALID and rng.random() < 0.9:
+                value = rng.choice(VALID[column])
+            else:
+                value = rng.choice(VALUES)
+            row.append(cell(value, rng))
+        lines.append(",".join(row))
+    text = end.join(lines) + rng.choice([end, "", end + end])
+    data = (b"\xef\xbb\xbf" if rng.random() < 0.1 else b"") + text.encode()
+    body = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[-1]  # what follows the header
+    odd_blank = any(line in ("   ", " ,") for line in lines)  # blank rows the fast path leaves to the slow one
+    return data, b'"' not in body and body.count(b"\r") == body.count(b"\r\n") and not odd_blank
+
+
+def test_fast_path_agrees_with_row_by_row_on_generated_files():
+    rng = random.Random(5)
+    taken = 0
+    for _ in range(1500):
+        data, plain = generated_file(rng)
+        result, fast = both_ways(data, {"user6"})
+        valid = all(isinstance(u, NewUser) for u in result)
+        assert fast == (valid and plain), data  # any plain, valid file takes the fast path
+        taken += fast
+    assert taken > 150
+
+
+def test_fast_path_on_ordinary_rows():
+    rows = "".join(f"kim.lee.{i},Kim Lee,kim.lee.{i}@acme.example,{'agent' if i % 9 else 'supervisor'},Tier {i % 4}\n"
+                   for i in range(500))
+    users, fast = both_ways(HEADER + rows.encode())
+    assert fast and len(users) == 500
+    assert users[9] == NewUser("kim.lee.9", "Kim Lee", Role.SUPERVISOR, "kim.lee.9@acme.example", "Tier 1")
+
+
+def test_fast_path_cleans_values_that_are_valid_but_not_as_is():
+    data = HEADER + (
+        " bob , Bob\u00a0Smith ,bob@example.com ,Agent, Night shift \r\n"  # stripped; no-break space kept
+        "ann,Ann,,ADMIN,   \r\n"
+        ",,,,\r\n"
+        "sam,Sam\u3000Lee,,\u017fupervisor,\r\n"  # a long s, casefolded to s
+    ).encode()
+    users, fast = both_ways(data)
+    assert fast
+    assert users == [
+        NewUser("bob", "Bob\u00a0Smith", Role.AGENT, "bob@example.com", "Night shift"),
+        NewUser("ann", "Ann", Role.ADMIN, None, None),
+        NewUser("sam", "Sam\u3000Lee", Role.SUPERVISOR, None, None),
+    ]
+    errors, fast = both_ways(data.replace(b"sam,", "\u017fam,".encode()))  # but not in a username
+    assert not fast
+    assert [(e.line, e.reason) for e in errors] == [(5, "username: only letters, digits and . _ - @ allowed")]
+
+
+def test_duplicates_in_any_case_leave_the_fast_path():
+    data = HEADER + b"amy,Amy,,agent,\nAMY,Amy,,agent,\naMy,Amy,,agent,\nbob,Bob,,agent,\n"
+    errors, fast = both_ways(data, {"bob"})
+    assert not fast
+    assert [(e.line, e.reason) for e in errors] == [
+        (3, "username 'AMY' appears twice (also line 2)"),
+        (4, "username 'aMy' appears 3 times (also lines 2, 3)"),
+        (5, "username 'bob' already exists"),
+    ]
+
+
+def test_rows_off_by_a_field_are_refused_even_when_the_fields_would_line_up():
+    data = HEADER + b"u1,N1,,agent,T,u2\nN2,,agent,T\n"  # 6 + 4 fields, as if two good rows of 5
+    errors, fast = both_ways(data)
+    assert not fast
+    assert [(e.line, e.reason) for e in errors] == [
+        (2, "expected 5 fields, found 6"),
+        (3, "expected 5 fields, found 4"),
+    ]
+
+
+def test_field_over_the_csv_limit_is_malformed_either_way():
+    header = b"username,name,email,role,team,status\n"
+    errors, fast = both_ways(header + b"amy,Amy,,agent,," + b"x" * (csv.field_size_limit() + 1) + b"\n")
+    assert not fast and errors[0].reason.startswith("malformed CSV")
+    old = csv.field_size_limit(20)
+    try:
+        errors, fast = both_ways(HEADER + b"amy,Amy,,agent,Twenty-one characters\n")
+    finally:
+        csv.field_size_limit(old)
+    assert not fast and errors[0].reason.startswith("malformed CSV")
+
+
+@pytest.mark.parametrize("text", ["", "a", "a\n", "a\r\nb\rc\nd", "\r\r\n\n\r", "end\r", "x\u2028y\x0bz\x0c\x85w\n"])
+def test_lines_split_as_io_splits_them(text):
+    assert list(csvio._lines(text)) == list(io.StringIO(text, newline=""))
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -31,7 +32,7 @@ from store.errors import KeyFileError, StoreCorrupt, StoreError, StoreMissing
 from store.models import NewUser, Role, Status
 from store.paths import StorePaths
 from store.service import Outcome, Service
-from store.storage import SCHEMA_VERSION, LockedAtomicStorage, parse_store
+from store.storage import SCHEMA_VERSION, LockedAtomicStorage, gc_paused, parse_store
 from store.totp import group_secret
 
 FIXTURE_USERS = {"ada", "sam", "alice", "bob"}
@@ -555,3 +556,27 @@ def test_a_store_of_the_first_layout_opens_and_is_written_in_lines(service, path
         k: {f: v for f, v in d.items() if v is not None} for k, d in old["users"].items() if k != "bob"
     }
     assert paths.db.read_bytes().count(b"\n") == len(FIXTURE_USERS) + 2
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_pausing_the_collector_leaves_it_as_it_was_even_when_threads_overlap(enabled):
+    (gc.enable if enabled else gc.disable)()
+    try:
+        first_in, second_out = threading.Event(), threading.Event()
+
+        def second():
+            first_in.wait()
+            with gc_paused:
+                assert not gc.isenabled()
+            second_out.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        with gc_paused:
+            first_in.set()
+            second_out.wait()  # the other pause ended first: still paused for this one
+            assert not gc.isenabled()
+        thread.join()
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable()

@@ -1,3 +1,5 @@
+import unicodedata
+
 import pytest
 
 from store import validation as v
@@ -156,3 +158,90 @@ def test_formula_characters_inside_are_fine():
 @pytest.mark.parametrize("clean", [v.clean_name, v.clean_team, v.clean_issuer])
 def test_rich_markup_kept_verbatim(clean):
     assert clean(" [red]x[/red] [bold]y[/] ") == "[red]x[/red] [bold]y[/]"
+
+
+# -- fast paths: each must agree exactly with the rule it shortcuts ------------------------------
+# Values that sit on the edge of some rule, for every field.
+TRICKY = [
+    "", " ", " \t ", "alice", "Bob.S", " Bob.S ", "7up", "a" * 64, "a" * 65, "n" * 100, "n" * 101,
+    "a" * 242 + "@example.com", "a" * 243 + "@example.com",  # 254 and 255 characters
+    "José Núñez", "Zoë", "日本語", "e\u0301", "\u0301lead", "K\u212a", "ß", "ǅ",  # letters, combining marks
+    "a\u200bb", "\u200b", "a\u202eb", "a\u2066b", "\ufeffa", "a\u00adb", "a\U000e0001",  # Cf: zero-width, bidi, tags
+    "a\x00b", "a\x07b", "a\tb", "a\nb", "a\rb", "\x1b[31m", "a\x7fb", "a\x85b", "a\x9bb",  # C0, DEL, C1
+    "a\u2028b", "a\u2029b", "\ud800",  # Zl, Zp, lone surrogate
+    "a\u00a0b", "\u00a0a\u00a0", "a\u3000b", "\u3000a", "a\ue000b", "a\u0378b",  # allowed but not printable
+    "=1+1", "+33 1", "-2", "@SUM(A1)", " =x", "\t=cmd", "a=b", "a-b", "[red]x[/red]", "a:b",
+    "a@b.co", "x@y.io ", "first.last+tag@mail.example.org", "é@exämple.com", "a@b@c.com", "a@localhost",
+    "a b@c.com", "a@c.com.", "a@.c.com", "a@c..com", "=cmd@evil.example", "-a@b.co", "@b.co", "a@b.c\u200b",
+    "admin", "Agent", " SUPERVISOR ", "\u017fupervisor", "root", "agent\u200b",
+]
+CLEANERS = {"username": v.clean_username, "name": v.clean_name, "email": v.clean_email, "team": v.clean_team}
+AS_IS = {"username": v.usernames_as_is, "name": v.names_as_is, "email": v.emails_as_is}
+
+
+def outcome(clean, value):
+    try:
+        return clean(value)
+    except InvalidInput as e:
+        return f"refused: {e}"
+
+
+def test_isprintable_rules_out_every_control_category():
+    # _text and the *_as_is checks lean on this: printable text has no character in a
+    # refused category, and no whitespace but " ". Checked on every code point.
+    chars = [chr(c) for c in range(0x110000)]
+    assert not [c for c in chars if c.isprintable() and unicodedata.category(c) in v._CONTROL_CATEGORIES]
+    assert [c for c in chars if c.isprintable() and c.isspace()] == [" "]
+
+
+@pytest.mark.parametrize("value", TRICKY, ids=repr)
+def test_text_rules_match_a_category_walk_of_every_character(value):
+    def reference(field, s, max_len):  # _text without its isprintable() shortcut
+        s = (s or "").strip()
+        if not s:
+            raise InvalidInput(f"{field}: required")
+        if any(unicodedata.category(c) in v._CONTROL_CATEGORIES for c in s):
+            raise InvalidInput(f"{field}: control characters are not allowed")
+        if len(s) > max_len:
+            raise InvalidInput(f"{field}: at most {max_len} characters")
+        if s.startswith(("=", "+", "-", "@")):
+            raise InvalidInput(f"{field}: must not start with = + - or @")
+        return s
+
+    for field, max_len in (("name", 100), ("team", 64), ("email", 254)):
+        fast = outcome(lambda s: v._text(field, s, max_len=max_len, formula_safe=True), value)
+        assert fast == outcome(lambda s: reference(field, s, max_len), value)
+
+
+ORDINARY = {  # columns the fast path must take
+    "username": ["alice", "Bob.S", "7up", "a" * 64, "x_y-z@cc"],
+    "name": ["Alice Martin", "José Núñez", "日本語", "e\u0301", "n" * 100, "Jean-Luc = Boss", "[red]x[/red]"],
+    "email": ["a@b.co", "", "first.last+tag@mail.example.org", "é@exämple.com", "a" * 242 + "@example.com"],
+}
+
+
+@pytest.mark.parametrize("field", AS_IS)
+def test_as_is_only_when_the_cleaner_returns_each_value_unchanged(field):
+    clean, as_is, ordinary = CLEANERS[field], AS_IS[field], ORDINARY[field]
+    assert as_is(ordinary)
+    for s in TRICKY:
+        column = ordinary[:2] + [s] + ordinary[2:]
+        unchanged = all(outcome(clean, x) == (x or None) for x in column)
+        assert as_is(column) <= unchanged, repr(s)  # True only if the cleaner would change nothing
+        kept = outcome(clean, s) == (s or None)
+        assert as_is([s]) <= kept, repr(s)
+        # Only text that is not printable (say a no-break space) is left to the cleaner.
+        assert as_is([s]) == (kept and s.isprintable()), repr(s)
+
+
+def test_username_as_is_not_fooled_by_a_newline_inside_a_value():
+    assert not v.usernames_as_is(["alice\nbob"])
+
+
+def test_role_lookup_matches_the_enum():
+    for s in TRICKY + [r.value for r in Role] + list(Role):
+        try:
+            expected = Role((s or "").strip().casefold())
+        except ValueError:
+            expected = "refused: role: must be admin, supervisor or agent"
+        assert outcome(v.clean_role, s) == expected, repr(s)
