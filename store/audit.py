@@ -8,13 +8,16 @@ torn by a crash is skipped on reading, and the next append starts on a fresh lin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
 from .models import AuditEvent
+
+_CHUNK = 1 << 20
 
 
 class AuditLog:
@@ -42,19 +45,31 @@ class AuditLog:
             return None
         return (st.st_size, st.st_mtime_ns)
 
-    def read(self) -> list[AuditEvent]:
-        """Every readable event, oldest first."""
+    def newest(self) -> Iterator[AuditEvent]:
+        """Every readable event, newest first, read from the end of the file a chunk at a time:
+        the last screenful of a log of millions of lines costs what a short log does."""
         try:
-            raw = self.path.read_bytes()
+            f = open(self.path, "rb")
         except FileNotFoundError:
-            return []
-        events = []
-        for line in raw.splitlines():
-            try:
-                events.append(_from_doc(orjson.loads(line)))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # a line torn by a crash mid-append
-        return events
+            return
+        with f:
+            for line in _lines_from_the_end(f):
+                try:
+                    yield _from_doc(orjson.loads(line))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line torn by a crash mid-append
+
+
+def _lines_from_the_end(f: BinaryIO) -> Iterator[bytes]:
+    end = f.seek(0, os.SEEK_END)
+    partial = b""  # the start of the line the last chunk read ended in
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        f.seek(start)
+        lines = (f.read(end - start) + partial).split(b"\n")
+        end = start
+        partial = lines.pop(0) if start else b""
+        yield from reversed(lines)
 
 
 def _to_doc(event: AuditEvent) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import itertools
 import math
 import re
 import secrets
@@ -341,19 +342,20 @@ class Service:
         user: str | None = None,
         action: str | None = None,
         since: datetime | None = None,
+        limit: int | None = None,
     ) -> list[AuditEvent]:
-        """Audit events, newest first; `user` matches actor or target (`os:NAME` for the CLI's operator)."""
+        """Audit events, newest first, at most `limit`; `user` matches actor or target
+        (`os:NAME` for the CLI's operator)."""
         self._require(actor, staff=True)
         key = username_key(user) if user else None
-        events = [
+        matching = (
             e
-            for e in self._audit.read()
+            for e in self._audit.newest()
             if (key is None or key in (username_key(e.actor), e.target))
             and (action is None or e.action.startswith(action))
             and (since is None or e.at >= since)
-        ]
-        events.reverse()
-        return events
+        )
+        return list(itertools.islice(matching, limit))
 
     # -- enrollment ----------------------------------------------------------------------------
     def begin_enrollment(self, actor: Session, username: str) -> Enrollment:

@@ -25,6 +25,7 @@ from tests.helpers import (
     wrong_code,
 )
 
+import store.audit
 from store.demo import SeedUser
 from store.errors import ImportRejected, InvalidInput, PermissionDenied, PolicyError, UnknownUser
 from store.models import NewUser, PolicyMode, Role, Status
@@ -800,6 +801,21 @@ class TestAudit:
         events = service.audit(op)
         assert len(events) == count + 1
         assert (events[0].action, events[0].target) == ("2fa.reset", "bob")
+
+    def test_a_long_log_is_read_from_its_end_in_chunks(self, service, paths, op, monkeypatch):
+        monkeypatch.setattr(store.audit, "_CHUNK", 97)  # lines straddle every chunk boundary
+        for i in range(40):
+            service.edit_user(op, "bob", team=f"Team {i}")
+        with open(paths.audit, "ab") as f:
+            f.write(b'{"at": 1796000000.0, "actor": "ada", "act')  # and a torn last line
+        recent = service.audit(op, action="user.edit", limit=5)
+        assert [e.detail for e in recent] == ["team"] * 5 and all(e.target == "bob" for e in recent)
+        everything = service.audit(op)
+        monkeypatch.setattr(store.audit, "_CHUNK", 1 << 20)
+        assert service.audit(op) == everything  # the same events, however the file is cut
+        assert [e.action for e in everything[:40]] == ["user.edit"] * 40
+        assert [e.at for e in everything] == sorted((e.at for e in everything), reverse=True)
+        assert service.audit(op, limit=3) == everything[:3]
 
     @pytest.mark.parametrize("line", [b"[]", b'"text"', b"42", b'{"at": "soon"}', b"\xff\xfe"])
     def test_other_unreadable_lines_are_skipped(self, service, paths, op, line):
