@@ -228,6 +228,8 @@ class Service:
             if doc is None or not password_ok or doc.get("password") != stored_hash or not doc["active"]:
                 if doc:
                     locked = self._fail(tx, doc, now)
+                else:  # the store is rewritten as for a known name's failure count: timing tells no names
+                    self._storage.write(tx.data)
                 tx.log(shown, "login.password", key if doc else None, "failed")
                 if locked:
                     return AuthResult(Outcome.LOCKED, locked_until=locked)

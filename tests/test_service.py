@@ -181,6 +181,15 @@ class TestLogin:
         assert unknown == wrong == deactivated == AuthResult(Outcome.INVALID)
         assert unknown.session is None and not unknown.ok
 
+    def test_an_unknown_name_costs_the_disk_work_a_known_one_does(self, service, paths):
+        """A wrong password for a known name records a failure (a store write): so does an
+        unknown name's, or the time an answer takes would tell which names exist."""
+        for name in ("alice", "nobody"):
+            before = paths.db.stat().st_ino
+            assert service.login(name, "wrong-password").outcome is Outcome.INVALID
+            assert paths.db.stat().st_ino != before, name
+        assert "nobody" not in paths.db.read_text()
+
     def test_username_is_case_insensitive_and_trimmed(self, service):
         result = service.login("  ALICE ", password("alice"))
         assert result.outcome is Outcome.ENROLLMENT_REQUIRED
