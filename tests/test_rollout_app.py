@@ -42,6 +42,18 @@ async def test_a_supervisor_lands_on_the_rollout(paths, service, clock):
         assert "Activated 1 of 4 (25%)" in text and "Who to chase: 3 in Billing" in text
 
 
+async def test_an_administrator_gets_the_rollout_when_the_tab_is_shown(paths, service, clock):
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        view = pilot.app.screen.query_one(RolloutView)
+        assert view.numbers is None  # administrators land on Users: no report made for a hidden tab
+        await pilot.press("1")
+        await settle(pilot)
+        text = screen_text(pilot.app)
+        assert "Activated 1 of 4 (25%)" in text and "Who to chase: 3 in Billing" in text
+
+
 async def test_choosing_a_team_filters_the_users_grid(paths, service, clock):
     service.add_user(service.operator("tester"), NewUser("zoe", "Zoe", Role.AGENT, team="Sales"))
     secret = enroll(service, "sam", clock)

@@ -8,7 +8,7 @@ import sys
 import pytest
 from textual.widgets import Checkbox, Input
 
-from store.errors import PermissionDenied
+from store.errors import PermissionDenied, StoreError
 from store.models import NewUser, Role, Status
 from store.service import Service
 from tests.helpers import code
@@ -16,7 +16,7 @@ from tests.tuihelpers import enroll, make_optional, screen_text, settle, sign_in
 from tui.app import MfaConsoleApp
 from tui.commands import MainScreenCommands
 from tui.screens.agent import AgentScreen
-from tui.screens.common import ConfirmDialog
+from tui.screens.common import ConfirmDialog, ErrorScreen
 from tui.screens.login import FirstRunScreen, LoginScreen
 from tui.screens.main import MainScreen
 from tui.screens.wizard import EnrollmentWizard
@@ -271,6 +271,23 @@ async def test_corrupt_store_is_shown_and_left_alone(paths, service, clock):
         await settle(pilot)
         text = screen_text(pilot.app)
         assert "cannot open the store" in text and "corrupt" in text
+    assert paths.db.read_bytes() == before
+
+
+async def test_a_store_damaged_past_its_first_line_replaces_the_sign_in_screen(paths, service, clock, monkeypatch):
+    """The sign-in screen is drawn from the store's first line alone; the full read behind it
+    still refuses a damaged store, says why, and writes nothing."""
+    policy = service.policy()
+    paths.db.write_bytes(paths.db.read_bytes()[:-10])  # cut short
+    before = paths.db.read_bytes()
+    with pytest.raises(StoreError) as refused:
+        Service(paths).preload()
+    monkeypatch.setattr(Service, "peek_policy", lambda self: policy)  # the first line reads
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ErrorScreen)
+        assert pilot.app.screen.message == str(refused.value)
+        assert "cannot open the store" in screen_text(pilot.app)
     assert paths.db.read_bytes() == before
 
 

@@ -10,13 +10,13 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from store.errors import StoreError, StoreMissing
 from store.models import Role
 from store.paths import StorePaths
 from store.service import Service, Session
 
 from .screens.common import ErrorScreen
 from .screens.login import FirstRunScreen, LoginScreen
-from .screens.wizard import EnrollmentWizard
 
 
 class MfaConsoleApp(App[None]):
@@ -48,25 +48,35 @@ class MfaConsoleApp(App[None]):
         return datetime.fromtimestamp((self.clock or time.time)(), UTC)
 
     def on_mount(self) -> None:
-        self.run_worker(self._open_store, thread=True, exit_on_error=False)
-
-    def _open_store(self) -> None:
-        """Runs in a thread: checks the store opens (it may be large, missing or corrupt)."""
-        from store.errors import StoreError, StoreMissing
-
+        # Only the store's first line is read here (a missing or unreadable store shows at once),
+        # so the first frame drawn is the sign-in screen, with the contact center's name.
         try:
-            policy = self.service.policy()
+            policy = self.service.peek_policy()
         except StoreMissing:
-            self.call_from_thread(self.push_screen, FirstRunScreen())
+            self.push_screen(FirstRunScreen())
             return
         except StoreError as exc:
-            self.call_from_thread(self.push_screen, ErrorScreen(str(exc)))
+            self.push_screen(ErrorScreen(str(exc)))
             return
-        self.call_from_thread(self._show_login, policy.issuer)
-
-    def _show_login(self, issuer: str) -> None:
-        self.title = issuer
+        self.title = policy.issuer
         self.push_screen(LoginScreen(demo=self.demo))
+        # The full read (seconds on a large store) starts once the sign-in screen is drawn, and
+        # is done by the time the password is typed.
+        self.call_after_refresh(self.run_worker, self._preload, thread=True, exit_on_error=False)
+
+    def _preload(self) -> None:
+        """Runs in a thread while the password is typed: the main screen's code, then the store."""
+        from .screens import main  # noqa: F401  (its imports, plotext's among them, not paid after the code)
+
+        try:
+            self.service.preload()
+        except StoreError as exc:
+            self.call_from_thread(self._store_unusable, str(exc))
+
+    def _store_unusable(self, message: str) -> None:
+        """A store whose policy read but whose users do not: the sign-in screen gives way."""
+        if isinstance(self.screen, LoginScreen):
+            self.switch_screen(ErrorScreen(message))
 
     def signed_in(self, session: Session) -> None:
         """After the last factor: staff reach the main screen, agents their own 2FA page."""
@@ -87,7 +97,8 @@ class MfaConsoleApp(App[None]):
         self.switch_screen(LoginScreen(demo=self.demo))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "quit" and isinstance(self.screen, EnrollmentWizard) and self.screen.step == "codes":
+        # The enrollment wizard's recovery-codes step (duck-typed: the wizard is imported when first used).
+        if action == "quit" and getattr(self.screen, "step", None) == "codes":
             return False  # the recovery codes are shown once: `q` must not lose them (ctrl+q still quits)
         return True
 

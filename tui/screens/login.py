@@ -12,7 +12,6 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
-from store.demo import LOGINS
 from store.errors import StoreError
 from store.models import NewUser, Role
 from store.service import AuthResult, ConfirmResult, Outcome, Service
@@ -20,7 +19,6 @@ from store.service import AuthResult, ConfirmResult, Outcome, Service
 from ..cli import os_actor
 from ..text import printable
 from .common import StoreCalls
-from .wizard import EnrollmentWizard
 
 WRONG = "Wrong username, password or code."
 
@@ -51,6 +49,8 @@ class LoginScreen(StoreCalls, Screen):
             yield Input(placeholder="6-digit code from your authenticator app", id="code", max_length=16)
             yield Static(id="login-message", classes="message")
             if self.demo:
+                from store.demo import LOGINS  # the demo builder, only for the demo
+
                 hint = " · ".join(f"{login.username} / {login.password}" for login in LOGINS)
                 yield Static(Content(f"Demo: {hint}"), classes="hint", id="demo-hint")
         yield Footer()
@@ -93,6 +93,8 @@ class LoginScreen(StoreCalls, Screen):
                      error=False)
         elif result.outcome is Outcome.ENROLLMENT_REQUIRED:
             self.say("Two-factor authentication must be set up first.", error=False)
+            from .wizard import EnrollmentWizard  # segno and the wizard load only for enrollment
+
             wizard = EnrollmentWizard(self.app.service, result.session, result.session.username)
             self.app.push_screen(wizard, self.after_enrollment)
         elif result.outcome is Outcome.OK:
@@ -204,6 +206,8 @@ class FirstRunScreen(StoreCalls, Screen):
         return service.login(username, password)
 
     def created(self, result: AuthResult) -> None:
+        from .wizard import EnrollmentWizard
+
         self.app.title = printable(self.query_one("#issuer", Input).value.strip())
         wizard = EnrollmentWizard(self.app.service, result.session, result.session.username)
         self.app.push_screen(wizard, self.after_enrollment)

@@ -24,10 +24,9 @@ from ..commands import MainScreenCommands
 from ..files import open_private, write_users
 from ..text import printable
 from ..widgets.rollout import RolloutView
-from ..widgets.user_grid import UserGrid
+from ..widgets.user_grid import Filter, UserGrid, UserIndex
 from .common import ConfirmDialog, PromptDialog, StoreCalls
 from .dialogs import AddUserDialog, ImportErrorsDialog
-from .wizard import EnrollmentWizard
 
 STATUS_FILTERS: tuple[Status | None, ...] = (None, Status.PENDING, Status.ACTIVATED, Status.DISABLED)
 ADMIN_ACTIONS = {"enroll", "reset", "unlock", "add", "deactivate", "import_csv"}
@@ -41,7 +40,8 @@ class Snapshot:
 
     generation: int
     users: tuple[User, ...]
-    haystacks: tuple[str, ...]  # casefolded "username name team", for search as you type
+    index: UserIndex  # the users for the grid: sorted, with their search texts
+    me: User | None  # the signed-in user's record
     rollout: Rollout
     policy: Policy
     lock_ends: datetime | None  # the first shown lockout to run out: the view changes then
@@ -79,6 +79,7 @@ class MainScreen(StoreCalls, Screen):
         self.team_filter: str | None = None  # a team chosen on the Rollout tab; "" is "no team"
         self._audit_version: tuple | None = None
         self._audit_events: list[AuditEvent] = []
+        self._rollout_shown: Snapshot | None = None  # the data the Rollout tab's report is of
 
     @property
     def is_admin(self) -> bool:
@@ -109,7 +110,9 @@ class MainScreen(StoreCalls, Screen):
 
     def on_mount(self) -> None:
         self.sub_title = printable(f"{self.session.username} · {self.session.role.value}")
-        self.query_one("#search").display = False
+        search = self.query_one("#search", Input)
+        search.display = False
+        self.watch(search, "value", self.search_changed, init=False)
         table = self.query_one("#audit-table", DataTable)
         table.add_columns("Time (UTC)", "Actor", "Action", "Target", "Outcome", "Detail")
         self._focus_tab()
@@ -127,7 +130,9 @@ class MainScreen(StoreCalls, Screen):
         snapshot = self.snapshot
         stale = snapshot is None or (snapshot.lock_ends is not None and self.app.now() >= snapshot.lock_ends)
         known = None if force or stale else snapshot.generation
-        self._poll_worker = self.call_store(self._read_snapshot, known, then=self._apply_snapshot, group="poll")
+        sort = self.query_one(UserGrid).sort
+        self._poll_worker = self.call_store(self._read_snapshot, known, sort, snapshot is not None,
+                                            then=self._apply_snapshot, group="poll")
         if self.query_one(TabbedContent).active == "audit-tab":
             self._read_audit_soon()
 
@@ -135,8 +140,14 @@ class MainScreen(StoreCalls, Screen):
         if self._audit_worker is None or not self._audit_worker.is_running:
             self._audit_worker = self.call_store(self._read_audit, then=self._apply_audit, group="audit")
 
-    def _read_snapshot(self, known: int | None) -> Snapshot | StoreError | None:
-        """A failure comes back as a value: the poll reports it once, not every second."""
+    def _read_snapshot(self, known: int | None, sort: tuple[int, bool],
+                       prepare: bool) -> Snapshot | StoreError | None:  # fmt: skip
+        """A failure comes back as a value: the poll reports it once, not every second.
+
+        What a new snapshot needs is made here, off the event loop: the grid's order for `sort`
+        (its sort when the poll started), and with `prepare` the lists a search scans (the first
+        snapshot leaves them to the grid, to build once its first rows are drawn).
+        """
         service = self.app.service
         try:
             generation = service.generation
@@ -146,9 +157,13 @@ class MainScreen(StoreCalls, Screen):
             rollout, policy = service.rollout(self.session), service.policy()
         except StoreError as error:
             return error
-        haystacks = tuple(f"{u.username}\n{u.name}\n{u.team or ''}".casefold() for u in users)
+        index = UserIndex(users)
+        order = index.order(*sort)
+        if prepare:
+            order.prepare()
+        me = next((u for u in users if u.username == self.session.username), None)
         lock_ends = min((u.locked_until for u in users if u.locked_until), default=None)
-        return Snapshot(generation, users, haystacks, rollout, policy, lock_ends)
+        return Snapshot(generation, users, index, me, rollout, policy, lock_ends)
 
     def _apply_snapshot(self, snapshot: Snapshot | StoreError | None) -> None:
         if self._poll_again is not None:
@@ -169,20 +184,28 @@ class MainScreen(StoreCalls, Screen):
         if snapshot is None:
             return
         self.snapshot = snapshot
-        me = next((u for u in snapshot.users if u.username == self.session.username), None)
-        if me is not None:
-            self.sub_title = printable(f"{me.name} · {me.role.value}")
+        if snapshot.me is not None:
+            self.sub_title = printable(f"{snapshot.me.name} · {snapshot.me.role.value}")
         self._show_rollout(snapshot.rollout)
-        self.query_one(RolloutView).show(snapshot.users, self.app.now())
+        self._show_rollout_tab()
         self._show_policy(snapshot.policy, snapshot.rollout)
-        self.query_one(UserGrid).set_users(snapshot.users, snapshot.haystacks)
+        self.query_one(UserGrid).set_users(snapshot.index)
         self._filter()
-        self.refresh_bindings()
 
     def _rollout_tick(self) -> None:
         """Days pending and "today" move with the clock, not only when the store changes."""
-        if self.snapshot is not None:
-            self.query_one(RolloutView).show(self.snapshot.users, self.app.now())
+        self._rollout_shown = None
+        self._show_rollout_tab()
+
+    def _show_rollout_tab(self) -> None:
+        """The Rollout tab's report (a pass over every user, in a thread) is made only while the
+        tab shows: an administrator lands on the Users grid and need not wait for it."""
+        snapshot = self.snapshot
+        if snapshot is None or snapshot is self._rollout_shown:
+            return
+        if self.query_one(TabbedContent).active == "rollout-tab":
+            self._rollout_shown = snapshot
+            self.query_one(RolloutView).show(snapshot.users, self.app.now())
 
     @on(RolloutView.TeamChosen)
     def team_chosen(self, event: RolloutView.TeamChosen) -> None:
@@ -203,13 +226,10 @@ class MainScreen(StoreCalls, Screen):
         snapshot = self.snapshot
         if snapshot is None:
             return
-        query = self.search.casefold()
         wanted = self.status_filter
         team = self.team_filter
         grid = self.query_one(UserGrid)
-        grid.set_filter(lambda user, haystack: (not query or query in haystack)
-                        and (wanted is None or user.status is wanted)
-                        and (team is None or (user.team or "") == team))  # fmt: skip
+        grid.set_filter(Filter(self.search.casefold(), wanted, team))
         status = wanted.value.title() if wanted else "all"
         search = f' · search "{self.search}"' if self.search else ""
         team_note = f' · team "{team or "(no team)"}" (esc: all)' if team is not None else ""
@@ -222,9 +242,10 @@ class MainScreen(StoreCalls, Screen):
         search.display = True
         search.focus()
 
-    @on(Input.Changed, "#search")
-    def search_changed(self, event: Input.Changed) -> None:
-        self.search = event.value.strip()
+    def search_changed(self, value: str) -> None:
+        """Watches the search box: the grid is filtered in the frame that echoes the key (an
+        Input.Changed message would arrive after that frame, and the result one frame later)."""
+        self.search = value.strip()
         self._filter()
 
     @on(Input.Submitted, "#search")
@@ -253,6 +274,7 @@ class MainScreen(StoreCalls, Screen):
     def tab_changed(self) -> None:
         self.refresh_bindings()
         self._focus_tab()
+        self._show_rollout_tab()
         if self.query_one(TabbedContent).active == "audit-tab":
             self._audit_version = None
             self._read_audit_soon()
@@ -294,6 +316,8 @@ class MainScreen(StoreCalls, Screen):
             if result is not None and result.ok:
                 self.notify(printable(f"2FA is active for {user.username}."), markup=False)
             self.poll()
+
+        from .wizard import EnrollmentWizard  # segno and the wizard load only for enrollment
 
         self.app.push_screen(EnrollmentWizard(self.app.service, self.session, user.username), done)
 

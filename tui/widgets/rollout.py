@@ -302,7 +302,8 @@ class RolloutView(Vertical):
         self._compute(users, now, self._asked)
 
     # Not exclusive: `asked` drops a stale result, and a cancelled worker only breaks its waiters.
-    @work(thread=True, group="rollout", exit_on_error=False)
+    # A description of its own: by default Textual makes one of repr(users), 0.5 s at 100k users.
+    @work(thread=True, group="rollout", exit_on_error=False, description="rollout report")
     def _compute(self, users: Sequence[User], now: datetime, asked: int) -> None:
         numbers = Numbers.of(users, now)
         self.app.call_from_thread(self._apply, numbers, now, asked)
@@ -410,7 +411,7 @@ class RolloutView(Vertical):
         body = f"CSV of the {len(rows):,} Pending users of {label}, longest pending first:"
         self.app.push_screen(PromptDialog("Export who to chase", body, value=default), chosen)
 
-    @work(thread=True, group="rollout-export", exit_on_error=False)
+    @work(thread=True, group="rollout-export", exit_on_error=False, description="export the chase list")
     def _export(self, path: str, rows: tuple[report.ChaseRow, ...]) -> None:
         try:
             write_chase_csv(Path(path).expanduser(), rows)

@@ -1,18 +1,23 @@
 """The Users grid: a Line-API view that draws only the rows on screen.
 
 A DataTable measures every cell of every row up front (about 10 s for 100k rows here), so the
-grid keeps the filtered, sorted list itself and renders each visible line on demand.
+grid keeps the filtered, sorted list itself and renders each visible line on demand. The sorting
+and the search texts are prepared once per snapshot, in a thread (`UserIndex`); a keystroke only
+scans search texts, and usually only those the previous query matched.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import compress
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
-from textual import events
+from textual import events, work
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.reactive import reactive
@@ -24,6 +29,8 @@ from ..text import printable
 from .rows import CursorRows
 
 BADGES = {Status.PENDING: "○ Pending", Status.ACTIVATED: "● Activated", Status.DISABLED: "– Disabled"}
+ORDERS_KEPT = 2  # sort orders kept per snapshot (each holds a search text per user)
+RESULTS_KEPT = 8  # filter results kept per order: backspace, and the base a longer query refines
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,133 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+def haystack(user: User) -> str:
+    """What a search matches: username, name and team, case-folded; a query cannot span two of them."""
+    return f"{user.username}\n{user.name}\n{user.team or ''}".casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    query: str = ""  # case-folded; "" matches everyone
+    status: Status | None = None
+    team: str | None = None  # "" for users without a team; None for every team
+
+
+class Order:
+    """The users in one sort order, and the lists a search scans, built in that same order: a
+    keystroke then reads memory in sequence (a shuffled list's texts take several times longer).
+
+    The lists take tens of ms at 100k users and the first rows need none of them: `prepare`
+    builds them once, from a thread, or else wherever they are first needed.
+    """
+
+    def __init__(self, users: list[User]):
+        self.users = users
+        self._lock = threading.Lock()
+        self._lists: tuple[list[str], list[str], list[Status], list[str]] | None = None
+        self.requested = False  # a thread to `prepare` it was asked for
+        # Filter -> (positions in `users`, ascending; their search texts)
+        self._results: dict[Filter, tuple[Sequence[int], list[str]]] = {}
+
+    @property
+    def prepared(self) -> bool:
+        return self._lists is not None
+
+    def prepare(self) -> tuple[list[str], list[str], list[Status], list[str]]:
+        """(usernames, search texts, statuses, teams), each in this order."""
+        with self._lock:
+            if self._lists is None:
+                users = self.users
+                self._lists = ([u.username for u in users], [haystack(u) for u in users],
+                               [u.status for u in users], [u.team or "" for u in users])  # fmt: skip
+            return self._lists
+
+    def position(self, username: str) -> int | None:
+        try:
+            return self.prepare()[0].index(username)  # compares strings in C: about 1 ms for 100k
+        except ValueError:
+            return None
+
+    def select(self, wanted: Filter) -> Sequence[int]:
+        """The positions of the users `wanted` lets through, ascending (so still in sort order)."""
+        if wanted == Filter():
+            return range(len(self.users))  # needs no list: the first rows show before they are built
+        return self._select(wanted)[0]
+
+    def _select(self, wanted: Filter) -> tuple[Sequence[int], list[str]]:
+        result = self._results.pop(wanted, None)
+        if result is None:
+            result = self._compute(wanted)
+            while len(self._results) >= RESULTS_KEPT:
+                del self._results[next(iter(self._results))]
+        self._results[wanted] = result  # the most recently used last
+        return result
+
+    def _compute(self, wanted: Filter) -> tuple[Sequence[int], list[str]]:
+        if wanted.query:
+            # A query that contains an earlier one matches a subset of what that one matched.
+            bases = [f for f in self._results if f.query in wanted.query
+                     and (f.status, f.team) == (wanted.status, wanted.team)]  # fmt: skip
+            base = max(bases, key=lambda f: len(f.query), default=Filter("", wanted.status, wanted.team))
+            positions, haystacks = self._select(base)
+            query = wanted.query
+            keep = [query in h for h in haystacks]
+            return list(compress(positions, keep)), list(compress(haystacks, keep))
+        _, haystacks, statuses, teams = self.prepare()
+        positions: Sequence[int] = range(len(self.users))
+        if wanted.status is None and wanted.team is None:
+            return positions, haystacks
+        status, team = wanted.status, wanted.team
+        keep = [(status is None or s is status) and (team is None or t == team)
+                for s, t in zip(statuses, teams)]  # fmt: skip
+        return list(compress(positions, keep)), list(compress(haystacks, keep))
+
+
+class UserIndex:
+    """One snapshot's users, ready for the grid. An order is a sort of every user (tens of ms at
+    100k), so the main screen's poll thread builds the one in use, and the grid's thread others."""
+
+    def __init__(self, users: Sequence[User] = ()):
+        self.users = users
+        self._by_username: list[User] | None = None
+        self._orders: dict[tuple[int, bool], Order] = {}
+
+    def cached(self, column: int, reverse: bool) -> Order | None:
+        return self._orders.get((column, reverse))
+
+    def order(self, column: int, reverse: bool) -> Order:
+        order = self._orders.get((column, reverse))
+        if order is None:
+            if self._by_username is None:
+                self._by_username = sorted(self.users, key=COLUMNS[0].sort_key)
+            if column == 0 and not reverse:
+                users = self._by_username
+            else:  # sorted from the username order, and stable: equal values stay by username
+                users = sorted(self._by_username, key=COLUMNS[column].sort_key, reverse=reverse)
+            order = Order(users)
+            while len(self._orders) >= ORDERS_KEPT:
+                del self._orders[next(iter(self._orders))]
+            self._orders[(column, reverse)] = order
+        return order
+
+
+class Rows(Sequence[User]):
+    """The users shown: positions into an order, read without copying the users out."""
+
+    __slots__ = ("users", "positions")
+
+    def __init__(self, users: list[User], positions: Sequence[int]):
+        self.users, self.positions = users, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self.users[p] for p in self.positions[index]]
+        return self.users[self.positions[index]]
+
+
 class UserGrid(CursorRows):
     """Rows of users; keeps the cursor on the same user when the data or the filter changes."""
 
@@ -78,14 +212,15 @@ class UserGrid(CursorRows):
 
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
-        self._sorted: list[tuple[User, str]] = []  # every user with its search text, in sort order
-        self._match: Callable[[User, str], bool] = lambda user, haystack: True
-        self._rows: list[User] = []
+        self._index = UserIndex()
+        self._order = self._index.order(0, False)
+        self._filter = Filter()
+        self._rows = Rows(self._order.users, range(0))
         self._widths: list[int] = []
 
     # -- data ----------------------------------------------------------------------------------
     @property
-    def rows(self) -> list[User]:
+    def rows(self) -> Sequence[User]:
         """The users shown, filtered and sorted."""
         return self._rows
 
@@ -93,35 +228,66 @@ class UserGrid(CursorRows):
     def selected(self) -> User | None:
         return self._rows[self.cursor] if 0 <= self.cursor < len(self._rows) else None
 
-    def set_users(self, users: Sequence[User], haystacks: Sequence[str]) -> None:
-        """New data: sorted once here, so each keystroke of a search only filters."""
-        self._sorted = list(zip(users, haystacks))
-        self._sort()
+    @property
+    def sort(self) -> tuple[int, bool]:
+        """(column, reverse): what `UserIndex.order` takes."""
+        return self.sort_column, self.sort_reverse
 
-    def set_filter(self, match: Callable[[User, str], bool]) -> None:
-        """`match(user, haystack)` decides which users show; the cursor stays on the same user."""
-        self._match = match
-        self._show()
+    def set_users(self, index: UserIndex) -> None:
+        """New data; the order for the current sort is best built already (off the event loop)."""
+        self._index = index
+        self._arrange()
 
-    def _sort(self) -> None:
-        key = COLUMNS[self.sort_column].sort_key
-        self._sorted.sort(key=lambda pair: key(pair[0]), reverse=self.sort_reverse)
-        self._show()
+    def set_filter(self, wanted: Filter) -> None:
+        """Which users show; the cursor stays on the same user."""
+        self._filter = wanted
+        self._show(self._order)
 
-    def _show(self) -> None:
-        keep = self.selected.username if self.selected else None
-        match = self._match
-        self._rows = [user for user, haystack in self._sorted if match(user, haystack)]
-        index = next((i for i, u in enumerate(self._rows) if u.username == keep), None) if keep else None
+    def _arrange(self) -> None:
+        order = self._index.cached(*self.sort)
+        if order is not None:
+            self._show(order)
+        else:
+            self._build_order(self._index, self.sort)
+
+    # Not exclusive: `_built` drops a stale result, and a cancelled worker only breaks its waiters.
+    @work(thread=True, group="grid-sort", exit_on_error=False, description="sort the users")
+    def _build_order(self, index: UserIndex, sort: tuple[int, bool]) -> None:
+        order = index.order(*sort)
+        order.prepare()
+        self.app.call_from_thread(self._built, index, sort, order)
+
+    @work(thread=True, group="grid-prepare", exit_on_error=False, description="prepare the search")
+    def _prepare(self, order: Order) -> None:
+        order.prepare()
+
+    def _built(self, index: UserIndex, sort: tuple[int, bool], order: Order) -> None:
+        if index is self._index and sort == self.sort:  # else newer data or another sort is on its way
+            self._show(order)
+
+    def _show(self, order: Order) -> None:
+        positions = order.select(self._filter)
+        kept = None  # the selected user's position in `order`
+        if 0 <= self.cursor < len(self._rows):
+            if order is self._order:
+                kept = self._rows.positions[self.cursor]
+            else:
+                kept = order.position(self._rows[self.cursor].username)
+        index = None
+        if kept is not None:
+            i = bisect_left(positions, kept)
+            index = i if i < len(positions) and positions[i] == kept else None
+        self._order = order
+        self._rows = Rows(order.users, positions)
         self.virtual_size = Size(self.size.width, len(self._rows) + 1)
         self.cursor = min(index if index is not None else self.cursor, max(len(self._rows) - 1, 0))
         self.refresh()
 
     def watch_sort_column(self) -> None:
-        self._sort()
+        self._arrange()
 
     def watch_sort_reverse(self) -> None:
-        self._sort()
+        self._arrange()
 
     def watch_cursor(self) -> None:
         self._scroll_to_cursor()
@@ -173,6 +339,11 @@ class UserGrid(CursorRows):
                 arrow = (" ▼" if self.sort_reverse else " ▲") if i == self.sort_column else ""
                 titles.append(_fit(column.title + arrow, widths[i]))
             return Strip([Segment(" ".join(titles) + " ", base + header)]).crop_extend(0, width, base + header)
+        if not self._order.requested and not self._order.prepared:
+            # The first rows of an order are drawn before its search lists exist. Asked for from
+            # here, they are built once this frame is written: a thread during the frame slows it.
+            self._order.requested = True
+            self.call_after_refresh(self._prepare, self._order)
         index = int(self.scroll_y) + y - 1
         if index >= len(self._rows):
             return Strip.blank(width, base)
