@@ -14,12 +14,10 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from .errors import KeyFileError
+
+# `cryptography` is imported where a key is first used: the dashboard's sign-in screen is
+# drawn before (its import is a tenth of the start-up over a bare Textual app).
 
 # scrypt at N=2^14, r=8: 16 MiB and tens of milliseconds a guess (OWASP's minimum).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -69,6 +67,8 @@ class SecretBox:
     """
 
     def __init__(self, master: bytes):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(_derive(master, b"mfa-console totp-secret v1"))
         self._recovery_key = _derive(master, b"mfa-console recovery-code v1")
         self.check = hmac.new(_derive(master, b"mfa-console key-check v1"), b"check", "sha256").hexdigest()[:16]
@@ -80,6 +80,8 @@ class SecretBox:
 
     def decrypt(self, token: str, owner: str) -> str:
         """`owner` binds the ciphertext to one user: a secret pasted onto another user fails."""
+        from cryptography.exceptions import InvalidTag
+
         try:
             raw = _unb64(token.removeprefix("v1."))
             return self._aead.decrypt(raw[:12], raw[12:], _aad(owner)).decode("ascii")
@@ -92,6 +94,9 @@ class SecretBox:
 
 
 def _derive(master: bytes, info: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
 
 

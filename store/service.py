@@ -24,7 +24,6 @@ from tinydb.table import Document, Table
 
 from . import crypto, totp
 from .audit import AuditLog
-from .csvio import parse_users_csv
 from .errors import InvalidInput, PermissionDenied, PolicyError, StoreError, UnknownUser
 from .models import ROLES, AuditEvent, NewUser, Policy, PolicyMode, Role, Status, User
 from .paths import StorePaths
@@ -449,6 +448,8 @@ class Service:
 
     def import_users(self, actor: Session, data: bytes) -> int:
         """All rows or none: every bad row is reported (ImportRejected) and nothing is written."""
+        from .csvio import parse_users_csv  # the CSV machinery, for imports only
+
         self._require(actor, admin=True)
         with gc_paused, self._tx() as tx:
             rows = parse_users_csv(data, set(tx.data["users"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -66,12 +68,17 @@ class MfaConsoleApp(App[None]):
 
     def _preload(self) -> None:
         """Runs in a thread while the password is typed: the main screen's code, then the store."""
-        from .screens import main  # noqa: F401  (its imports, plotext's among them, not paid after the code)
+        # The main screen's imports (plotext's among them), not to be paid after the code is typed.
+        importlib.import_module(".screens.main", __package__)
 
         try:
             self.service.preload()
         except StoreError as exc:
             self.call_from_thread(self._store_unusable, str(exc))
+            return
+        # What is alive now (the store's users above all) lives as long as the app: the cyclic
+        # collector need not scan it again, a pause of 0.1-0.2 s at 100k users mid-keystroke.
+        gc.freeze()
 
     def _store_unusable(self, message: str) -> None:
         """A store whose policy read but whose users do not: the sign-in screen gives way."""

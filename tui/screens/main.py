@@ -482,7 +482,7 @@ class MainScreen(StoreCalls, Screen):
         if version == self._audit_version:
             return None
         self._audit_version = version
-        return self.app.service.audit(self.session)[:AUDIT_LIMIT]
+        return self.app.service.audit(self.session, limit=AUDIT_LIMIT)
 
     def _apply_audit(self, events: list[AuditEvent] | None) -> None:
         if events is not None:
