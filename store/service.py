@@ -150,8 +150,8 @@ class Service:
         self._sessions: dict[str, Session] = {}
         # (generation, time the first shown lock ends, users): a lock that ends changes the view.
         self._users_cache: tuple[int, float, tuple[User, ...]] | None = None
-        # key -> (the line it was made from, User), for 2FA on or off: a change remakes only its user.
-        self._user_lines: tuple[bool, dict[str, tuple[bytes, User]]] = (True, {})
+        # The records made for list_users, and what from: a change remakes only its users.
+        self._made_from: _UsersMadeFrom | None = None
 
     # -- creating a store ----------------------------------------------------------------------
     @classmethod
@@ -293,27 +293,48 @@ class Service:
     def _all_users(self, data: dict) -> tuple[User, ...]:
         generation, now = self._storage.generation, self._clock()
         cache = self._users_cache
-        if cache is None or cache[0] != generation or now >= cache[1]:
-            policy = _policy(data[META_TABLE][META_ID])
-            enabled, known = self._user_lines
-            if enabled != policy.enabled:
-                known = {}
-            made: dict[str, tuple[bytes, User]] = {}
-            lock_ends = math.inf
-            parse = LineTable.parse
-            with gc_paused:
-                for key, line in data["users"].lines():
-                    entry = known.get(key)
-                    ends = entry and entry[1].locked_until and entry[1].locked_until.timestamp()
-                    if entry is None or entry[0] is not line or (ends and ends <= now):
-                        entry = (line, self._user(parse(line), policy))
-                        ends = entry[1].locked_until and entry[1].locked_until.timestamp()
-                    if ends:
-                        lock_ends = min(lock_ends, ends)
-                    made[key] = entry
-            self._user_lines = (policy.enabled, made)
-            self._users_cache = (generation, lock_ends, tuple(user for _, user in made.values()))
+        if cache is not None and cache[0] == generation and now < cache[1]:
+            return cache[2]
+        policy = _policy(data[META_TABLE][META_ID])
+        table: LineTable = data["users"]
+        made_from = self._made_from
+        with gc_paused:
+            if (made_from is not None and made_from.enabled == policy.enabled and now < made_from.lock_ends
+                    and table.since is not None and table.since[0] is made_from.lines):
+                made, lock_ends = self._remake_changed(table, policy, made_from)  # one commit or re-read ago
+            else:
+                made, lock_ends = self._make_all(table, policy, made_from, now)
+        self._made_from = _UsersMadeFrom(policy.enabled, table.version, made, lock_ends)
+        self._users_cache = (generation, lock_ends, tuple(user for _, user in made.values()))
         return self._users_cache[2]
+
+    def _remake_changed(self, table: LineTable, policy: Policy, made_from: _UsersMadeFrom):
+        made, lock_ends = dict(made_from.made), made_from.lock_ends
+        for key in table.since[1]:
+            line = table.line(key)
+            if line is None:
+                made.pop(key, None)
+                continue
+            made[key] = (line, user := self._user(LineTable.parse(line), policy))
+            if user.locked_until:
+                lock_ends = min(lock_ends, user.locked_until.timestamp())
+        return made, lock_ends
+
+    def _make_all(self, table: LineTable, policy: Policy, made_from: _UsersMadeFrom | None, now: float):
+        """Every user, reusing the records of lines seen before (the same bytes object)."""
+        known = made_from.made if made_from is not None and made_from.enabled == policy.enabled else {}
+        made: dict[str, tuple[bytes, User]] = {}
+        lock_ends = math.inf
+        for key, line in table.lines():
+            entry = known.get(key)
+            ends = entry and entry[1].locked_until and entry[1].locked_until.timestamp()
+            if entry is None or entry[0] is not line or (ends and ends <= now):
+                entry = (line, self._user(LineTable.parse(line), policy))
+                ends = entry[1].locked_until and entry[1].locked_until.timestamp()
+            if ends:
+                lock_ends = min(lock_ends, ends)
+            made[key] = entry
+        return made, lock_ends
 
     def get_user(self, actor: Session, username: str) -> User:
         """Staff may read anyone; an agent only themselves."""
@@ -809,6 +830,14 @@ class Service:
             if value is not None:
                 doc[field_] = value
         return doc
+
+
+@dataclass(frozen=True, slots=True)
+class _UsersMadeFrom:
+    enabled: bool  # 2FA on or off (every status depends on it)
+    lines: object  # the users table's `version`
+    made: dict[str, tuple[bytes, User]]  # key -> (its line, its record)
+    lock_ends: float  # when the first lock shown ends: records change then
 
 
 class _Tx:

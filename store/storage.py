@@ -76,8 +76,11 @@ class LineTable(MutableMapping):
     remembered and serialized again at commit; outside one, each read is a fresh copy.
     """
 
-    def __init__(self, lines: dict[str, bytes]):
+    def __init__(self, lines: dict[str, bytes], since: tuple[dict[str, bytes], set[str]] | None = None):
         self._lines = lines  # key -> its line, newline included
+        # (the lines these came from, the keys added, changed or removed since): a caller that
+        # derived something from those lines remakes only what these keys touch.
+        self.since = since
         self._open: dict[str, dict | None] | None = None  # the transaction's documents; None: removed
 
     @staticmethod
@@ -143,8 +146,17 @@ class LineTable(MutableMapping):
         """The transaction is over (committed or not): its documents are forgotten."""
         self._open = None
 
-    def committed_lines(self) -> dict[str, bytes]:
-        """The lines with the transaction's documents serialized; unchanged lines stay the same objects."""
+    @property
+    def version(self) -> object:
+        """The same object as long as the lines are: what `since` names as their origin."""
+        return self._lines
+
+    def line(self, key: str) -> bytes | None:
+        return self._lines.get(key)
+
+    def commit(self) -> dict[str, bytes]:
+        """The lines with the transaction's documents serialized (unchanged lines stay the same
+        objects); `adopt` them once they are on disk."""
         if not self._open:
             return self._lines
         lines = dict(self._lines)
@@ -156,6 +168,12 @@ class LineTable(MutableMapping):
             if lines.get(key) != line:
                 lines[key] = line
         return lines
+
+    def adopt(self, lines: dict[str, bytes]) -> None:
+        if lines is not self._lines:
+            changed = {key for key in self._open if lines.get(key) is not self._lines.get(key)}
+            self._lines, self.since = lines, (self._lines, changed)
+        self.begin()  # what was read so far is written: later changes start afresh
 
 
 class LockedAtomicStorage(Storage):
@@ -254,11 +272,11 @@ class LockedAtomicStorage(Storage):
         """Make the transaction's writes durable now (they also are at its end)."""
         if self._dirty:
             users: LineTable = self._data[USERS_TABLE]
-            lines = users.committed_lines()
+            lines = users.commit()
             head = _head(self._data)
             self._replace_file(head, lines)
-            users._lines, self._head = lines, head
-            users.begin()  # what was read so far is written: later changes start afresh
+            users.adopt(lines)
+            self._head = head
             self._dirty = False
 
     @classmethod
@@ -413,7 +431,8 @@ def parse_store(source: bytes | BinaryIO, path: Path, known: LineTable | None = 
     if USERS_TABLE in tables:
         raise StoreCorrupt(f"store {path} is not in lines; {_HINT}")
     with gc_paused:
-        tables[USERS_TABLE] = LineTable(_user_lines(reader, path, known))
+        lines, changed = _user_lines(reader, path, known)
+        tables[USERS_TABLE] = LineTable(lines, (known._lines, changed) if known is not None else None)
     return tables
 
 
@@ -464,9 +483,11 @@ class _LineReader:
         return line
 
 
-def _user_lines(reader: _LineReader, path: Path, known: LineTable | None) -> dict[str, bytes]:
+def _user_lines(reader: _LineReader, path: Path, known: LineTable | None) -> tuple[dict[str, bytes], set[str]]:
+    """The lines, and the keys not at the same place with the same line in `known`."""
     old = list(known.lines()) if known is not None else []
     lines: dict[str, bytes] = {}
+    changed: set[str] = set()
     number = 1  # of the line, for messages
     while True:
         number += 1
@@ -484,7 +505,8 @@ def _user_lines(reader: _LineReader, path: Path, known: LineTable | None) -> dic
         if isinstance(record, dict):
             if record != {"end": len(lines)} or reader.next():
                 raise StoreCorrupt(f"store {path} does not end as written (line {number}); {_HINT}")
-            return lines
+            changed.update(key for key, _ in old if key not in lines)  # removed
+            return lines, changed
         if not (isinstance(record, list) and len(record) == 2 and isinstance(record[0], str)
                 and isinstance(record[1], dict) and isinstance(record[1].get("username"), str)
                 and line.endswith(b"\n")):
@@ -493,6 +515,7 @@ def _user_lines(reader: _LineReader, path: Path, known: LineTable | None) -> dic
         if key in lines:
             raise StoreCorrupt(f"store {path} lists user {key!r} twice; {_HINT}")
         lines[key] = line
+        changed.add(key)
 
 
 def _parse_line(line: bytes, path: Path, where: str):

@@ -580,3 +580,17 @@ def test_pausing_the_collector_leaves_it_as_it_was_even_when_threads_overlap(ena
         assert gc.isenabled() == enabled
     finally:
         gc.enable()
+
+
+def test_after_a_change_here_only_its_users_records_are_remade(service, op, clock):
+    before = {u.username: u for u in service.list_users(op)}
+    service.edit_user(op, "bob", team="Night Shift")
+    service.add_user(op, NewUser("eve", "Eve", Role.AGENT))
+    for _ in range(5):  # a lockout of alice's, in several commits
+        service.login("alice", "wrong-password")
+    after = {u.username: u for u in service.list_users(op)}
+    assert list(after) == [*before, "eve"]
+    assert after["bob"].team == "Night Shift" and after["alice"].locked_until is not None
+    assert all(after[name] is before[name] for name in before if name not in ("bob", "alice"))
+    clock.advance(3600)  # the lock ends: alice's record changes with no change to the file
+    assert service.list_users(op)[list(after).index("alice")].locked_until is None
