@@ -148,9 +148,7 @@ class Service:
         self._audit = AuditLog(paths.audit)
         self._box: crypto.SecretBox | None = None
         self._sessions: dict[str, Session] = {}
-        # (generation, time the first shown lock ends, users): a lock that ends changes the view.
-        self._users_cache: tuple[int, float, tuple[User, ...]] | None = None
-        # The records made for list_users, and what from: a change remakes only its users.
+        # The records list_users made, and what from: a change remakes only its users.
         self._made_from: _UsersMadeFrom | None = None
 
     # -- creating a store ----------------------------------------------------------------------
@@ -292,21 +290,20 @@ class Service:
 
     def _all_users(self, data: dict) -> tuple[User, ...]:
         generation, now = self._storage.generation, self._clock()
-        cache = self._users_cache
-        if cache is not None and cache[0] == generation and now < cache[1]:
-            return cache[2]
+        made_from = self._made_from
+        if made_from is not None and made_from.generation == generation and now < made_from.lock_ends:
+            return made_from.users
         policy = _policy(data[META_TABLE][META_ID])
         table: LineTable = data["users"]
-        made_from = self._made_from
         with gc_paused:
             if (made_from is not None and made_from.enabled == policy.enabled and now < made_from.lock_ends
                     and table.since is not None and table.since[0] is made_from.lines):
                 made, lock_ends = self._remake_changed(table, policy, made_from)  # one commit or re-read ago
             else:
                 made, lock_ends = self._make_all(table, policy, made_from, now)
-        self._made_from = _UsersMadeFrom(policy.enabled, table.version, made, lock_ends)
-        self._users_cache = (generation, lock_ends, tuple(user for _, user in made.values()))
-        return self._users_cache[2]
+        users = tuple(user for _, user in made.values())
+        self._made_from = _UsersMadeFrom(generation, policy.enabled, table.version, made, lock_ends, users)
+        return users
 
     def _remake_changed(self, table: LineTable, policy: Policy, made_from: _UsersMadeFrom):
         made, lock_ends = dict(made_from.made), made_from.lock_ends
@@ -834,10 +831,12 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class _UsersMadeFrom:
+    generation: int  # the storage's, when they were made
     enabled: bool  # 2FA on or off (every status depends on it)
     lines: object  # the users table's `version`
     made: dict[str, tuple[bytes, User]]  # key -> (its line, its record)
     lock_ends: float  # when the first lock shown ends: records change then
+    users: tuple[User, ...]  # what list_users returns, in the file's order
 
 
 class _Tx:
