@@ -432,7 +432,7 @@ def parse_store(source: bytes | BinaryIO, path: Path, known: LineTable | None = 
         raise StoreCorrupt(f"store {path} is not in lines; {_HINT}")
     with gc_paused:
         lines, changed = _user_lines(reader, path, known)
-        tables[USERS_TABLE] = LineTable(lines, (known._lines, changed) if known is not None else None)
+        tables[USERS_TABLE] = LineTable(lines, (known.version, changed) if known is not None else None)
     return tables
 
 
