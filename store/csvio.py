@@ -150,15 +150,14 @@ def write_users_csv(users: Iterable[User], out: TextIO) -> None:
     """Write users as CSV (EXPORT_COLUMNS) to a text stream.
 
     Lines end in "\\n" so a stream opened without newline="" does not get
-    doubled CRs on Windows. Cells are written as stored, not formula-escaped:
-    validation refuses formula prefixes on the way in, and escaping would
-    break the round trip through parse_users_csv.
+    doubled CRs on Windows. Validation refuses formula prefixes on the way in;
+    cells are neutralised anyway (csv_cell), for what got in another way.
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for user in users:
         record = _record(user)
-        writer.writerow(_cell(record[c]) for c in EXPORT_COLUMNS)
+        writer.writerow(csv_cell(record[c]) for c in EXPORT_COLUMNS)
 
 
 def users_to_json(users: Iterable[User]) -> list[dict[str, Any]]:
@@ -287,9 +286,19 @@ def _iso(at: datetime | None) -> str | None:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """A value as a CSV cell that a spreadsheet shows as text and a terminal as plain text: a
+    leading = + - @ tab or CR gets a ' (OWASP's rule against formula injection), and control
+    characters become '?'."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value
+    if not isinstance(value, str):
+        return str(value)
+    if value.startswith(_FORMULA_STARTS):
+        value = "'" + value
+    return v.printable(value)
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

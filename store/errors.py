@@ -17,6 +17,14 @@ class StoreCorrupt(StoreError):
     pass
 
 
+class JsonLayout(StoreError):
+    """The file is a store in the JSON layout of earlier versions (store/legacy.py moves it)."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store longer than the bounded wait (store.sql.BUSY_SECONDS)."""
+
+
 class KeyFileError(StoreError):
     pass
 

@@ -1,10 +1,16 @@
-"""Typed records that cross the service boundary. Secrets never appear here."""
+"""Typed records that cross the service boundary, and the results of its use-cases.
+
+Secrets never appear here except in an `Enrollment`, which exists to show one to its owner once.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from . import totp
 
 
 class Role(str, enum.Enum):
@@ -25,6 +31,9 @@ class Status(str, enum.Enum):
 class PolicyMode(str, enum.Enum):
     MANDATORY = "mandatory"
     OPTIONAL = "optional"
+
+
+MODES = {mode.value: mode for mode in PolicyMode}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +90,95 @@ class AuditEvent:
     target: str | None
     outcome: str
     detail: str | None = None
+    id: int | None = None  # its place in the log, once recorded: increasing, for log shippers
+
+
+# -- sessions and the results of signing in ----------------------------------------------------
+class Scope(str, enum.Enum):
+    FULL = "full"
+    CODE = "code"  # password accepted; a TOTP or recovery code is still due
+    ENROLL = "enroll"  # password accepted; the user must enroll before going on
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Session:
+    username: str
+    role: Role
+    scope: Scope
+    operator: bool = False
+    expires_at: float | None = None
+    token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+
+    @property
+    def actor(self) -> str:
+        return f"os:{self.username}" if self.operator else self.username
+
+
+class Outcome(str, enum.Enum):
+    OK = "ok"
+    INVALID = "invalid"  # unknown user, wrong password, wrong or replayed code: one answer
+    LOCKED = "locked"
+    CODE_REQUIRED = "code-required"
+    ENROLLMENT_REQUIRED = "enrollment-required"
+    NOT_ENROLLED = "not-enrolled"  # verify: the user has no active 2FA (Pending or Disabled)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    outcome: Outcome
+    session: Session | None = None
+    locked_until: datetime | None = None
+    used_recovery_code: bool = False
+    recovery_codes_left: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """Shown once, during enrollment; never retrievable afterwards."""
+
+    username: str
+    issuer: str
+    secret: str
+    uri: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.issuer}:{self.username}"
+
+    @property
+    def grouped_secret(self) -> str:
+        return totp.group_secret(self.secret)
+
+    @property
+    def key_lines(self) -> tuple[str, ...]:
+        """The key for manual entry: groups of four, four groups a line."""
+        groups = self.grouped_secret.split(" ")
+        return tuple(" ".join(groups[i : i + 4]) for i in range(0, len(groups), 4))
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    outcome: Outcome
+    recovery_codes: tuple[str, ...] = ()
+    session: Session | None = None  # a full session when enrollment was the login's last step
+    locked_until: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    total: int
+    activated: int
+    pending: int
+    disabled: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.activated / self.total if self.total else 0.0

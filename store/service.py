@@ -4,154 +4,110 @@ Every rule lives here — roles, policy, lockout, replay — so the CLI and the 
 differ. A front end gets a `Session` from `login` (people) or `operator` (the host's operator,
 for the command line) and passes it to every call; the service re-reads that user's role and
 account state from the store on each call, so a demoted or deactivated user loses rights at once.
+The store itself is `store.sql`: this module sees records, never SQL.
 """
 
 from __future__ import annotations
 
-import enum
-import hmac
-import itertools
 import math
+import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
-from tinydb.table import Document, Table
-
-from . import crypto, totp
-from .audit import AuditLog
-from .errors import InvalidInput, PermissionDenied, PolicyError, StoreError, UnknownUser
-from .models import ROLES, AuditEvent, NewUser, Policy, PolicyMode, Role, Status, User
+from . import crypto, legacy, totp
+from .errors import (
+    InvalidInput,
+    JsonLayout,
+    KeyFileError,
+    PermissionDenied,
+    PolicyError,
+    StoreCorrupt,
+    StoreError,
+    StoreMissing,
+    UnknownUser,
+)
+from .gcpause import gc_paused
+from .lockout import locked_until
+from .models import (
+    ROLES,
+    AuditEvent,
+    AuthResult,
+    ConfirmResult,
+    Enrollment,
+    NewUser,
+    Outcome,
+    Policy,
+    PolicyMode,
+    Role,
+    Rollout,
+    Scope,
+    Session,
+    Status,
+    User,
+)
 from .paths import StorePaths
-from .storage import META_ID, META_TABLE, SCHEMA_VERSION, LineTable, LockedAtomicStorage, gc_paused
+from .records import Settings, UserRecord
+from .sql import Database, UserSummary, Writer, recovery_column
 from .validation import clean_email, clean_issuer, clean_name, clean_role, clean_team, clean_username, username_key
 
 RECOVERY_CODES = 10
 RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 CHALLENGE_SECONDS = 300
 ENROLL_SECONDS = 1800  # time to find the phone and install an app
+UNKNOWN = "(unknown)"  # the actor of an attempt with a name that is no user's: the name is never written
 _RECOVERY_RE = re.compile(r"^[a-z0-9]{5}-?[a-z0-9]{5}$")
-
-
-class _StrTable(Table):
-    """Users are keyed by their case-folded username: lookups are O(1), not a scan."""
-
-    document_id_class = str
-
-    def _update_table(self, updater) -> None:
-        # TinyDB copies the whole table around each change; the storage's tables take changes
-        # in place (the users table keeps only what the transaction touched).
-        tables = self._storage.read()
-        updater(tables[self.name])
-        self._storage.write(tables)
-
-
-class Scope(str, enum.Enum):
-    FULL = "full"
-    CODE = "code"  # password accepted; a TOTP or recovery code is still due
-    ENROLL = "enroll"  # password accepted; the user must enroll before going on
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Session:
-    username: str
-    role: Role
-    scope: Scope
-    operator: bool = False
-    expires_at: float | None = None
-    token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
-
-    @property
-    def actor(self) -> str:
-        return f"os:{self.username}" if self.operator else self.username
-
-
-class Outcome(str, enum.Enum):
-    OK = "ok"
-    INVALID = "invalid"  # unknown user, wrong password, wrong or replayed code: one answer
-    LOCKED = "locked"
-    CODE_REQUIRED = "code-required"
-    ENROLLMENT_REQUIRED = "enrollment-required"
-    NOT_ENROLLED = "not-enrolled"  # verify: the user has no active 2FA (Pending or Disabled)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResult:
-    outcome: Outcome
-    session: Session | None = None
-    locked_until: datetime | None = None
-    used_recovery_code: bool = False
-    recovery_codes_left: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.OK
-
-
-@dataclass(frozen=True, slots=True)
-class Enrollment:
-    """Shown once, during enrollment; never retrievable afterwards."""
-
-    username: str
-    issuer: str
-    secret: str
-    uri: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.issuer}:{self.username}"
-
-    @property
-    def grouped_secret(self) -> str:
-        return totp.group_secret(self.secret)
-
-    @property
-    def key_lines(self) -> tuple[str, ...]:
-        """The key for manual entry: groups of four, four groups a line."""
-        groups = self.grouped_secret.split(" ")
-        return tuple(" ".join(groups[i : i + 4]) for i in range(0, len(groups), 4))
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmResult:
-    outcome: Outcome
-    recovery_codes: tuple[str, ...] = ()
-    session: Session | None = None  # a full session when enrollment was the login's last step
-    locked_until: datetime | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.OK
-
-
-@dataclass(frozen=True, slots=True)
-class Rollout:
-    total: int
-    activated: int
-    pending: int
-    disabled: int
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.activated / self.total if self.total else 0.0
 
 
 class Service:
     def __init__(self, paths: StorePaths, *, clock: Callable[[], float] | None = None):
         self.paths = paths
         self._clock = clock or time.time
-        self._storage = LockedAtomicStorage(paths.db)
-        self._audit = AuditLog(paths.audit)
+        self._db: Database | None = None
+        self._opening = threading.Lock()
         self._box: crypto.SecretBox | None = None
         self._sessions: dict[str, Session] = {}
-        # The records list_users made, and what from: a change remakes only its users.
-        self._made_from: _UsersMadeFrom | None = None
+        self._listing: _Listing | None = None
+        self._listing_lock = threading.Lock()
+        self.migrated_from: Path | None = None  # a JSON store this process moved to SQLite
 
-    # -- creating a store ----------------------------------------------------------------------
+    # -- the store -----------------------------------------------------------------------------
+    @property
+    def db(self) -> Database:
+        """The store, opened at first use; a JSON store of earlier versions is moved to SQLite."""
+        if self._db is None:
+            with self._opening:
+                if self._db is None:
+                    self._db = self._open()
+        return self._db
+
+    def _open(self) -> Database:
+        path = self.paths.db
+        try:
+            return Database.open(path)
+        except JsonLayout as exc:
+            source, target = path, legacy.sqlite_path(path)
+            if target == path:
+                raise StoreCorrupt(
+                    f"store {path} is not an SQLite database: it holds JSON, and only a file named .json is "
+                    "taken for an earlier version's store; it was left untouched"
+                ) from exc
+            if os.path.lexists(target):  # moved before: the SQLite store is the one in use
+                return Database.open(target)
+        except StoreMissing:
+            source, target = legacy.json_path(path), path
+            if path.suffix == ".json" or not os.path.lexists(source):
+                raise
+        db = legacy.migrate(source, target, actor=f"os:{_os_user()}", now=self._clock())
+        self.migrated_from = source
+        return db
+
     @classmethod
     def create(
         cls,
@@ -172,78 +128,78 @@ class Service:
         if admin is not None:
             admin = replace(_clean_new_user(admin), role=Role.ADMIN)
             password_hash = crypto.hash_password(_check_password(password or ""))
-        if paths.db.exists():
-            raise StoreError(f"a store already exists at {paths.db}; refusing to overwrite it")
-        master = crypto.create_key_file(paths.key)
-        box = crypto.SecretBox(master)
+        for existing in (paths.db, legacy.json_path(paths.db)):
+            if os.path.lexists(existing):
+                raise StoreError(f"a store already exists at {existing}; refusing to overwrite it")
         service = cls(paths, clock=clock)
         now = service._clock()
-        meta = {
-            "schema": SCHEMA_VERSION,
-            "key_check": box.check,
-            "created_at": now,
-            "policy": {"mode": mode.value, "enabled": True, "issuer": issuer},
-        }
-        users = {}
-        events = [service._event(f"os:{actor}", "store.created", None, "ok", f"issuer {issuer}")]
-        if admin is not None:
-            users[username_key(admin.username)] = cls._new_doc(admin, now, password_hash)
-            events.append(service._event(f"os:{actor}", "user.add", username_key(admin.username), "ok", "role admin"))
-        service._storage = LockedAtomicStorage.create(paths.db, {META_TABLE: {META_ID: meta}, "users": users})
+        master = crypto.create_key_file(paths.key)
+        try:
+            box = crypto.SecretBox(master)
+            events = [service._event(f"os:{actor}", "store.created", None, "ok", f"issuer {issuer}")]
+            users = []
+            if admin is not None:
+                users.append(_new_record(admin, now, password_hash))
+                events.append(service._event(f"os:{actor}", "user.add", users[0].key, "ok", "role admin"))
+
+            def populate(w: Writer) -> None:
+                w.add_users(users)
+                w.record(events)
+
+            service._db = Database.create(paths.db, Settings(mode, True, issuer, box.check, now), populate)
+        except BaseException:
+            paths.key.unlink(missing_ok=True)  # made above for a store that could not be made
+            raise
         service._box = box
-        service._audit.append(events)
         return service
 
     def close(self) -> None:
-        self._storage.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     # -- sessions ------------------------------------------------------------------------------
     def operator(self, os_user: str) -> Session:
         """The host's operator (the CLI): whoever can read the store and its key controls it anyway."""
-        with self._storage.reading():
-            pass  # a missing or corrupt store fails here, before any command runs
+        self.db.settings()  # a missing, unsafe or damaged store fails here, before any command runs
         return self._register(Session(username=os_user, role=Role.ADMIN, scope=Scope.FULL, operator=True))
 
     def logout(self, session: Session) -> None:
         self._sessions.pop(session.token, None)
 
     def login(self, username: str, password: str) -> AuthResult:
-        """First factor. Unknown user, wrong password and deactivated account get one answer."""
+        """First factor. Unknown user, wrong password and deactivated account get one answer, and
+        a series of them the same answers (an unknown name is locked out like an account)."""
         key = username_key(username.strip())
-        shown = username.strip()[:64]  # what an unknown name is recorded as in the audit
-        with self._storage.reading() as data:
-            stored_hash = (data["users"].get(key) or {}).get("password")
-        # scrypt runs outside the lock: other sessions and processes are not held up by it.
-        password_ok = crypto.verify_password(password, stored_hash)
+        checked = self.db.user(key)
+        box = self._secrets()
+        # scrypt runs outside the transaction: other sessions and processes are not held up by it.
+        checked_hash = checked.password if checked else None
+        password_ok = crypto.verify_password(password, checked_hash)
         now = self._clock()
         with self._tx() as tx:
-            doc = tx.users.get(doc_id=key)
-            locked = self._locked_until(doc, now) if doc else None
+            record = tx.w.user(key)
+            if record is None:
+                return self._unknown_failure(tx, box.name_tag(key), now, "login.password", UNKNOWN, None)
+            locked = locked_until(record.locked_until, now)
             if locked:
-                tx.log(shown, "login", key, "locked")
+                tx.log(record.username, "login", key, "locked")
                 return AuthResult(Outcome.LOCKED, locked_until=locked)
-            if doc is None or not password_ok or doc.get("password") != stored_hash or not doc["active"]:
-                if doc:
-                    locked = self._fail(tx, doc, now)
-                else:  # the store is rewritten as for a known name's failure count: timing tells no names
-                    self._storage.write(tx.data)
-                tx.log(shown, "login.password", key if doc else None, "failed")
-                if locked:
-                    return AuthResult(Outcome.LOCKED, locked_until=locked)
-                return AuthResult(Outcome.INVALID)
-            status = self._status(doc, tx.policy)
-            role = Role(doc["role"])
+            if not password_ok or record.password != checked_hash or not record.active:
+                return self._failure(tx, record, now, record.username, "login.password", None)
+            status = _status(record.enrolled, tx.policy)
+            role = ROLES[record.role]
             if status is Status.ACTIVATED:
-                tx.log(doc["username"], "login.password", key, "ok", "code required")
-                session = Session(doc["username"], role, Scope.CODE, expires_at=now + CHALLENGE_SECONDS)
+                tx.log(record.username, "login.password", key, "ok", "code required")
+                session = Session(record.username, role, Scope.CODE, expires_at=now + CHALLENGE_SECONDS)
                 return AuthResult(Outcome.CODE_REQUIRED, session=self._register(session))
             if status is Status.PENDING:
-                tx.log(doc["username"], "login.password", key, "ok", "enrollment required")
-                session = Session(doc["username"], role, Scope.ENROLL, expires_at=now + ENROLL_SECONDS)
+                tx.log(record.username, "login.password", key, "ok", "enrollment required")
+                session = Session(record.username, role, Scope.ENROLL, expires_at=now + ENROLL_SECONDS)
                 return AuthResult(Outcome.ENROLLMENT_REQUIRED, session=self._register(session))
-            self._succeed(tx, doc, now, login=True)
-            tx.log(doc["username"], "login", key, "ok", "2FA disabled: password only")
-            return AuthResult(Outcome.OK, session=self._register(Session(doc["username"], role, Scope.FULL)))
+            tx.w.clear_failures(key, now, login=True)
+            tx.log(record.username, "login", key, "ok", "2FA disabled: password only")
+            return AuthResult(Outcome.OK, session=self._register(Session(record.username, role, Scope.FULL)))
 
     def login_code(self, challenge: Session, code: str) -> AuthResult:
         """Second factor: a TOTP code or a recovery code, against the session from `login`."""
@@ -263,84 +219,48 @@ class Service:
 
     # -- reading -------------------------------------------------------------------------------
     def policy(self) -> Policy:
-        with self._storage.reading() as data:
-            return _policy(data[META_TABLE][META_ID])
+        return self.db.settings().policy
 
     def peek_policy(self) -> Policy:
-        """The policy from the store's first line, without reading the users: a title for the
-        sign-in screen at once. A damaged user line is found later, by the first full read."""
-        return _policy(self._storage.head()[META_TABLE][META_ID])
+        """The policy alone, for the sign-in screen's title: one small read."""
+        return self.policy()
 
     def preload(self) -> None:
-        """Reads the store and builds the user list ahead of need (from a worker, at start-up)."""
-        with self._storage.reading() as data:
-            self._all_users(data)
+        """Builds the user list ahead of need (from a worker, at start-up); checks the store whole."""
+        problem = self.db.integrity_problem()
+        if problem is not None:
+            raise StoreCorrupt(f"store {self.db.path} is damaged ({problem}); restore it from a backup")
+        self._all_users()
 
     @property
-    def generation(self) -> int:
+    def generation(self) -> tuple[int, int]:
         """Changes whenever the store's data changed (here or in another process) since the last read."""
-        with self._storage.reading():
-            return self._storage.generation
+        return self.db.generation
 
     def list_users(self, actor: Session) -> tuple[User, ...]:
-        """Every user (staff only), as immutable records; cached until the store changes or a lock ends."""
+        """Every user (staff only), as immutable records; remade only where the store changed."""
         self._require(actor, staff=True)
-        with self._storage.reading() as data:
-            return self._all_users(data)
+        return self._all_users()
 
-    def _all_users(self, data: dict) -> tuple[User, ...]:
-        generation, now = self._storage.generation, self._clock()
-        made_from = self._made_from
-        if made_from is not None and made_from.generation == generation and now < made_from.lock_ends:
-            return made_from.users
-        policy = _policy(data[META_TABLE][META_ID])
-        table: LineTable = data["users"]
-        with gc_paused:
-            if (made_from is not None and made_from.enabled == policy.enabled and now < made_from.lock_ends
-                    and table.since is not None and table.since[0] is made_from.lines):
-                made, lock_ends = self._remake_changed(table, policy, made_from)  # one commit or re-read ago
-            else:
-                made, lock_ends = self._make_all(table, policy, made_from, now)
-        users = tuple(user for _, user in made.values())
-        self._made_from = _UsersMadeFrom(generation, policy.enabled, table.version, made, lock_ends, users)
-        return users
-
-    def _remake_changed(self, table: LineTable, policy: Policy, made_from: _UsersMadeFrom):
-        made, lock_ends = dict(made_from.made), made_from.lock_ends
-        for key in table.since[1]:
-            line = table.line(key)
-            if line is None:
-                made.pop(key, None)
-                continue
-            made[key] = (line, user := self._user(LineTable.parse(line), policy))
-            if user.locked_until:
-                lock_ends = min(lock_ends, user.locked_until.timestamp())
-        return made, lock_ends
-
-    def _make_all(self, table: LineTable, policy: Policy, made_from: _UsersMadeFrom | None, now: float):
-        """Every user, reusing the records of lines seen before (the same bytes object)."""
-        known = made_from.made if made_from is not None and made_from.enabled == policy.enabled else {}
-        made: dict[str, tuple[bytes, User]] = {}
-        lock_ends = math.inf
-        for key, line in table.lines():
-            entry = known.get(key)
-            ends = entry and entry[1].locked_until and entry[1].locked_until.timestamp()
-            if entry is None or entry[0] is not line or (ends and ends <= now):
-                entry = (line, self._user(LineTable.parse(line), policy))
-                ends = entry[1].locked_until and entry[1].locked_until.timestamp()
-            if ends:
-                lock_ends = min(lock_ends, ends)
-            made[key] = entry
-        return made, lock_ends
+    def _all_users(self) -> tuple[User, ...]:
+        with self._listing_lock:
+            now, generation = self._clock(), self.db.generation
+            listing = self._listing
+            if listing is not None and listing.generation == generation and now < listing.lock_ends:
+                return listing.users
+            policy = self.policy()
+            changed, rev = self.db.summaries(listing.rev if listing is not None else -1)
+            with gc_paused:
+                self._listing = _Listing.after(listing, changed, rev, generation, policy, now, self.db.path)
+            return self._listing.users
 
     def get_user(self, actor: Session, username: str) -> User:
         """Staff may read anyone; an agent only themselves."""
         self._require(actor, self_or_staff=username)
-        with self._storage.reading() as data:
-            doc = data["users"].get(username_key(username))
-            if doc is None:
-                raise UnknownUser(f"no user {username!r}")
-            return self._user(doc, _policy(data[META_TABLE][META_ID]))
+        record = self.db.user(username_key(username))
+        if record is None:
+            raise UnknownUser(f"no user {username!r}")
+        return _user(record, self.policy(), self._clock())
 
     def rollout(self, actor: Session) -> Rollout:
         """Counts over active accounts: deactivated users are out of the rollout."""
@@ -350,9 +270,9 @@ class Service:
             count[user.status] += 1
         return Rollout(len(users), count[Status.ACTIVATED], count[Status.PENDING], count[Status.DISABLED])
 
-    def audit_version(self) -> tuple[int, int] | None:
-        """Changes whenever an event was recorded: the audit file's size and mtime."""
-        return self._audit.version()
+    def audit_version(self) -> int:
+        """Changes whenever an event was recorded."""
+        return self.db.audit_head()
 
     def audit(
         self,
@@ -366,89 +286,82 @@ class Service:
         """Audit events, newest first, at most `limit`; `user` matches actor or target
         (`os:NAME` for the CLI's operator)."""
         self._require(actor, staff=True)
-        key = username_key(user) if user else None
-        matching = (
-            e
-            for e in self._audit.newest()
-            if (key is None or key in (username_key(e.actor), e.target))
-            and (action is None or e.action.startswith(action))
-            and (since is None or e.at >= since)
-        )
-        return list(itertools.islice(matching, limit))
+        return self.db.audit(user=username_key(user) if user else None, action=action, since=since, limit=limit)
 
     # -- enrollment ----------------------------------------------------------------------------
     def begin_enrollment(self, actor: Session, username: str) -> Enrollment:
         """A fresh secret, held as pending until confirmed; a new begin replaces an old one."""
         self._require(actor, self_or_admin=username, scopes=(Scope.FULL, Scope.ENROLL))
+        box = self._secrets()
         with self._tx() as tx:
-            doc = self._doc(tx, username)
+            record = self._record(tx, username)
             if not tx.policy.enabled:
                 raise PolicyError("2FA is turned off for this contact center; turn it on to enroll users")
-            if not doc["active"]:
-                raise PolicyError(f"{doc['username']} is deactivated")
+            if not record.active:
+                raise PolicyError(f"{record.username} is deactivated")
             secret = totp.new_secret()
-            key = doc.doc_id
-            tx.users.update({"pending_secret": self._secrets().encrypt(secret, key)}, doc_ids=[key])
-            tx.log(actor.actor, "enroll.begin", key, "ok")
-            uri = totp.provisioning_uri(secret, doc["username"], tx.policy.issuer)
-            return Enrollment(doc["username"], tx.policy.issuer, secret, uri)
+            tx.w.update_user(record.key, pending_secret=box.encrypt(secret, record.key))
+            tx.log(actor.actor, "enroll.begin", record.key, "ok")
+            uri = totp.provisioning_uri(secret, record.username, tx.policy.issuer)
+            return Enrollment(record.username, tx.policy.issuer, secret, uri)
 
     def confirm_enrollment(self, actor: Session, username: str, code: str) -> ConfirmResult:
         """Checks a code of the pending secret; on success it becomes the user's active secret."""
         self._require(actor, self_or_admin=username, scopes=(Scope.FULL, Scope.ENROLL))
+        box = self._secrets()
         now = self._clock()
         with self._tx() as tx:
-            doc = self._doc(tx, username)
-            key = doc.doc_id
-            locked = self._locked_until(doc, now)
+            record = self._record(tx, username)
+            key = record.key
+            locked = locked_until(record.locked_until, now)
             if locked:
                 tx.log(actor.actor, "enroll.confirm", key, "locked")
                 return ConfirmResult(Outcome.LOCKED, locked_until=locked)
-            if not doc["active"]:
-                raise PolicyError(f"{doc['username']} is deactivated")
-            if not doc.get("pending_secret"):
-                raise PolicyError(f"no enrollment is under way for {doc['username']}; begin one first")
-            secret = self._secrets().decrypt(doc["pending_secret"], key)
+            if not record.active:
+                raise PolicyError(f"{record.username} is deactivated")
+            if not record.pending_secret:
+                raise PolicyError(f"no enrollment is under way for {record.username}; begin one first")
+            secret = box.decrypt(record.pending_secret, key)
             code = totp.normalize_code(code)
             step = totp.matching_step(secret, code, now, window=tx.policy.window) if code.isdigit() else None
             if step is None:
-                locked = self._fail(tx, doc, now)
+                _, until = tx.w.count_failure(key, now, tx.policy)
+                if until:
+                    tx.log(record.username, "lock", key, "locked", _lock_detail(until, now))
                 tx.log(actor.actor, "enroll.confirm", key, "failed", "wrong code")
-                if locked:
-                    return ConfirmResult(Outcome.LOCKED, locked_until=locked)
+                if until:
+                    return ConfirmResult(Outcome.LOCKED, locked_until=_dt(until))
                 return ConfirmResult(Outcome.INVALID)
             codes = tuple(_recovery_code() for _ in range(RECOVERY_CODES))
-            box = self._secrets()
-            tx.users.update(
-                {
-                    "secret": doc["pending_secret"],
-                    "pending_secret": None,
-                    "activated_at": now,
-                    "last_step": step,  # the confirming code cannot be replayed to log in
-                    "recovery": [box.recovery_hash(c.replace("-", "")) for c in codes],
-                    "failures": 0,
-                    "lock_count": 0,
-                    "locked_until": None,
-                },
-                doc_ids=[key],
+            login = actor.scope is Scope.ENROLL
+            tx.w.update_user(
+                key,
+                recovery=recovery_column(box.recovery_hash(c.replace("-", ""), key) for c in codes),
+                secret=record.pending_secret,
+                pending_secret=None,
+                activated_at=now,
+                last_step=step,  # the confirming code cannot be replayed to log in
+                failures=0,
+                lock_count=0,
+                locked_until=None,
+                **({"last_login_at": now} if login else {}),
             )
             tx.log(actor.actor, "enroll.confirm", key, "ok")
             session = None
-            if actor.scope is Scope.ENROLL:
+            if login:
                 self.logout(actor)
-                tx.users.update({"last_login_at": now}, doc_ids=[key])
-                tx.log(doc["username"], "login", key, "ok", "after enrollment")
-                session = self._register(Session(doc["username"], Role(doc["role"]), Scope.FULL))
+                tx.log(record.username, "login", key, "ok", "after enrollment")
+                session = self._register(Session(record.username, ROLES[record.role], Scope.FULL))
             return ConfirmResult(Outcome.OK, recovery_codes=codes, session=session)
 
     def cancel_enrollment(self, actor: Session, username: str) -> None:
         """Drops a pending secret (the wizard was cancelled): nothing is left half-done."""
         self._require(actor, self_or_admin=username, scopes=(Scope.FULL, Scope.ENROLL))
         with self._tx() as tx:
-            doc = self._doc(tx, username)
-            if doc.get("pending_secret"):
-                tx.users.update({"pending_secret": None}, doc_ids=[doc.doc_id])
-                tx.log(actor.actor, "enroll.cancel", doc.doc_id, "ok")
+            record = self._record(tx, username)
+            if record.pending_secret:
+                tx.w.update_user(record.key, pending_secret=None)
+                tx.log(actor.actor, "enroll.cancel", record.key, "ok")
 
     # -- administration ------------------------------------------------------------------------
     def add_user(self, actor: Session, new: NewUser, *, password: str | None = None) -> User:
@@ -456,26 +369,30 @@ class Service:
         new = _clean_new_user(new)
         password_hash = crypto.hash_password(_check_password(password)) if password else None
         with self._tx() as tx:
-            key = username_key(new.username)
-            if tx.users.contains(doc_id=key):
+            record = _new_record(new, self._clock(), password_hash)
+            if tx.w.user(record.key) is not None:
                 raise InvalidInput(f"username {new.username!r} already exists")
-            doc = self._new_doc(new, self._clock(), password_hash)
-            tx.users.insert(Document(doc, doc_id=key))
-            tx.log(actor.actor, "user.add", key, "ok", f"role {new.role.value}")
-            return self._user(doc, tx.policy)
+            tx.w.add_users([record])
+            tx.log(actor.actor, "user.add", record.key, "ok", f"role {new.role.value}")
+            return _user(record, tx.policy, self._clock())
 
     def import_users(self, actor: Session, data: bytes) -> int:
         """All rows or none: every bad row is reported (ImportRejected) and nothing is written."""
         from .csvio import parse_users_csv  # the CSV machinery, for imports only
 
         self._require(actor, admin=True)
-        with gc_paused, self._tx() as tx:
-            rows = parse_users_csv(data, set(tx.data["users"]))
-            now = self._clock()
-            tx.data["users"].add({username_key(row.username): self._new_doc(row, now, None) for row in rows})
-            self._storage.write(tx.data)
-            tx.log(actor.actor, "user.import", None, "ok", f"{len(rows)} users")
-            return len(rows)
+        # Checked outside the transaction, so codes are checked meanwhile. Users are never deleted:
+        # the same count inside it means the same usernames, else the check runs again there.
+        keys = self.db.user_keys()
+        with gc_paused:
+            rows = parse_users_csv(data, keys)
+            with self._tx() as tx:
+                if tx.w.user_count() != len(keys):
+                    rows = parse_users_csv(data, tx.w.user_keys())
+                now = self._clock()
+                tx.w.add_users(_new_record(row, now, None) for row in rows)
+                tx.log(actor.actor, "user.import", None, "ok", f"{len(rows)} users")
+        return len(rows)
 
     def seed_users(self, actor: Session, seeds: list) -> int:
         """Bulk accounts with a history (the demo): `seeds` are demo.SeedUser records.
@@ -484,25 +401,21 @@ class Service:
         """
         self._require(actor, admin=True)
         box = self._secrets()
-        with gc_paused, self._tx() as tx:
-            docs = {}
+        records = []
+        with gc_paused:
             for seed in seeds:
-                new = _clean_new_user(seed.user)
-                doc = self._new_doc(new, seed.created_at, None)
+                record = _new_record(_clean_new_user(seed.user), seed.created_at, None)
                 if seed.activated_at is not None:
-                    key = username_key(new.username)
-                    doc.update(
-                        secret=box.encrypt(totp.new_secret(), key),
-                        activated_at=seed.activated_at,
-                        last_login_at=seed.last_login_at,
-                        # Codes nobody is shown: random input is enough, and 14× cheaper to draw.
-                        recovery=[box.recovery_hash(secrets.token_hex(8)) for _ in range(RECOVERY_CODES)],
-                    )
-                docs[username_key(new.username)] = doc
-            tx.data["users"].add(docs)
-            self._storage.write(tx.data)
-            tx.log(actor.actor, "user.import", None, "ok", f"{len(docs)} demo users")
-            return len(docs)
+                    # Codes nobody is shown: random hashes are enough, and far cheaper to draw.
+                    hashes = secrets.token_hex(16 * RECOVERY_CODES)
+                    record = replace(record, secret=box.encrypt(totp.new_secret(), record.key),
+                                     activated_at=seed.activated_at, last_login_at=seed.last_login_at,
+                                     recovery=recovery_column(hashes[i : i + 32] for i in range(0, len(hashes), 32)))  # fmt: skip
+                records.append(record)
+            with self._tx() as tx:
+                tx.w.add_users(records)
+                tx.log(actor.actor, "user.import", None, "ok", f"{len(records)} demo users")
+        return len(records)
 
     def edit_user(
         self,
@@ -528,58 +441,50 @@ class Service:
         if not changes:
             raise InvalidInput("nothing to change")
         with self._tx() as tx:
-            doc = self._doc(tx, username)
+            record = self._record(tx, username)
             if changes.get("role", Role.ADMIN.value) != Role.ADMIN.value:
-                self._keep_an_admin(tx, doc)
-            tx.users.update(changes, doc_ids=[doc.doc_id])
-            tx.log(actor.actor, "user.edit", doc.doc_id, "ok", ", ".join(sorted(changes)))
-            return self._user(tx.users.get(doc_id=doc.doc_id), tx.policy)
+                self._keep_an_admin(tx, record)
+            tx.w.update_user(record.key, **changes)
+            tx.log(actor.actor, "user.edit", record.key, "ok", ", ".join(sorted(changes)))
+            return _user(replace(record, **changes), tx.policy, self._clock())
 
     def set_password(self, actor: Session, username: str, password: str) -> None:
         self._require(actor, admin=True)
         password_hash = crypto.hash_password(_check_password(password))
         with self._tx() as tx:
-            doc = self._doc(tx, username)
-            tx.users.update({"password": password_hash}, doc_ids=[doc.doc_id])
-            tx.log(actor.actor, "user.password", doc.doc_id, "ok")
+            record = self._record(tx, username)
+            tx.w.update_user(record.key, password=password_hash)
+            tx.log(actor.actor, "user.password", record.key, "ok")
 
     def set_active(self, actor: Session, username: str, active: bool) -> User:
         self._require(actor, admin=True)
         with self._tx() as tx:
-            doc = self._doc(tx, username)
+            record = self._record(tx, username)
             if not active:
-                self._keep_an_admin(tx, doc)
-            tx.users.update({"active": active}, doc_ids=[doc.doc_id])
-            tx.log(actor.actor, "user.deactivate" if not active else "user.reactivate", doc.doc_id, "ok")
-            return self._user(tx.users.get(doc_id=doc.doc_id), tx.policy)
+                self._keep_an_admin(tx, record)
+            tx.w.update_user(record.key, active=active)
+            tx.log(actor.actor, "user.deactivate" if not active else "user.reactivate", record.key, "ok")
+            return _user(replace(record, active=active), tx.policy, self._clock())
 
     def reset_2fa(self, actor: Session, username: str) -> User:
         """Secret and recovery codes wiped: the user is Pending and must enroll again."""
         self._require(actor, admin=True)
         with self._tx() as tx:
-            doc = self._doc(tx, username)
-            now = self._clock()
-            tx.users.update(
-                {
-                    "secret": None,
-                    "pending_secret": None,
-                    "recovery": [],
-                    "activated_at": None,
-                    "last_step": None,
-                    "reset_at": now,
-                },
-                doc_ids=[doc.doc_id],
-            )
-            tx.log(actor.actor, "2fa.reset", doc.doc_id, "ok")
-            return self._user(tx.users.get(doc_id=doc.doc_id), tx.policy)
+            record = self._record(tx, username)
+            changes = dict(secret=None, pending_secret=None, activated_at=None, last_step=None, reset_at=self._clock())
+            changes["recovery"] = recovery_column([])
+            tx.w.update_user(record.key, **changes)
+            tx.log(actor.actor, "2fa.reset", record.key, "ok")
+            return _user(replace(record, recovery_left=0, **changes), tx.policy, self._clock())
 
     def unlock(self, actor: Session, username: str) -> User:
         self._require(actor, admin=True)
         with self._tx() as tx:
-            doc = self._doc(tx, username)
-            tx.users.update({"failures": 0, "lock_count": 0, "locked_until": None}, doc_ids=[doc.doc_id])
-            tx.log(actor.actor, "user.unlock", doc.doc_id, "ok")
-            return self._user(tx.users.get(doc_id=doc.doc_id), tx.policy)
+            record = self._record(tx, username)
+            changes = dict(failures=0, lock_count=0, locked_until=None)
+            tx.w.update_user(record.key, **changes)
+            tx.log(actor.actor, "user.unlock", record.key, "ok")
+            return _user(replace(record, **changes), tx.policy, self._clock())
 
     def set_enabled(self, actor: Session, enabled: bool) -> Policy:
         """Turns 2FA on or off for the contact center; refused while the plan makes it mandatory.
@@ -600,7 +505,7 @@ class Service:
         """The provider's choice, from the command line only. Mandatory turns 2FA back on."""
         self._require(actor, operator=True)
         with self._tx() as tx:
-            self._set_policy(tx, mode=mode.value, **({"enabled": True} if mode is PolicyMode.MANDATORY else {}))
+            self._set_policy(tx, mode=mode, **({"enabled": True} if mode is PolicyMode.MANDATORY else {}))
             tx.log(actor.actor, "policy.mode", None, "ok", mode.value)
             return tx.policy
 
@@ -645,13 +550,12 @@ class Service:
             return
         if operator:
             self._deny(actor, "only the provider can change this, from the command line")
-        with self._storage.reading() as data:
-            doc = data["users"].get(username_key(actor.username))
-        if doc is None or not doc["active"]:
+        record = self.db.user(username_key(actor.username))
+        if record is None or not record.active:
             self.logout(actor)
             raise PermissionDenied("this account no longer exists or was deactivated")
-        role = Role(doc["role"])
-        is_self = lambda name: username_key(name) == username_key(actor.username)  # noqa: E731
+        role = ROLES[record.role]
+        is_self = lambda name: username_key(name) == record.key  # noqa: E731
         if admin and role is not Role.ADMIN:
             self._deny(actor, "administrators only")
         if staff and role is Role.AGENT:
@@ -659,7 +563,7 @@ class Service:
         if self_or_admin is not None and actor.scope is not Scope.FULL:
             # A password-only (enroll) session, even an admin's, may enroll its own user only,
             # and only while Pending: otherwise a password alone could replace someone's phone.
-            if not is_self(self_or_admin) or doc.get("secret"):
+            if not is_self(self_or_admin) or record.enrolled:
                 self._deny(actor, "finish signing in first")
         if self_or_admin is not None and role is not Role.ADMIN and not is_self(self_or_admin):
             self._deny(actor, "you can only enroll yourself")
@@ -667,201 +571,219 @@ class Service:
             self._deny(actor, "you can only see your own account")
 
     def _deny(self, actor: Session, reason: str):
-        self._audit_now(actor.actor, "permission", None, "denied", reason)
+        with self.db.write() as w:
+            w.record([self._event(actor.actor, "permission", None, "denied", reason)])
         raise PermissionDenied(f"permission denied: {reason}")
-
-    def _audit_now(self, actor: str, action: str, target: str | None, outcome: str, detail: str | None) -> None:
-        with self._storage.transaction():
-            self._audit.append([self._event(actor, action, target, outcome, detail)])
 
     def _event(self, actor: str, action: str, target: str | None, outcome: str, detail: str | None) -> AuditEvent:
         return AuditEvent(datetime.fromtimestamp(self._clock(), UTC), actor, action, target, outcome, detail)
 
     @contextmanager
     def _tx(self) -> Iterator[_Tx]:
-        with self._storage.transaction() as data:
-            tx = _Tx(self, data)
-            try:
+        """A write transaction whose events commit with it. When the use-case refuses (raises),
+        nothing it changed is kept, and the refusals it logged are recorded on their own."""
+        tx = _Tx(self)
+        try:
+            with self.db.write() as w:
+                tx.w, tx.policy = w, w.settings().policy
                 yield tx
-            except BaseException:
-                self._audit.append(tx.events)  # refused (nothing written): recorded as refused
-                raise
-            self._storage.commit()
-            # Recorded once the change is durable: a commit that fails records no "ok".
-            self._audit.append(tx.events)
+                w.record(tx.events)
+        except BaseException:
+            refusals = [e for e in tx.events if e.outcome != "ok"]
+            if refusals:
+                try:
+                    with self.db.write() as w:
+                        w.record(refusals)
+                except StoreError:
+                    pass  # the store itself failed: the error on its way out says so
+            raise
 
     def _secrets(self) -> crypto.SecretBox:
         if self._box is None:
             box = crypto.SecretBox(crypto.load_key_file(self.paths.key))
-            with self._storage.reading() as data:
-                expected = data[META_TABLE][META_ID].get("key_check")
-            if expected != box.check:
-                raise crypto.KeyFileError(f"key file {self.paths.key} does not belong to the store {self.paths.db}")
+            if self.db.settings().key_check != box.check:
+                raise KeyFileError(f"key file {self.paths.key} does not belong to the store {self.db.path}")
             self._box = box
         return self._box
 
-    def _doc(self, tx: _Tx, username: str) -> Document:
-        doc = tx.users.get(doc_id=username_key(username))
-        if doc is None:
+    @staticmethod
+    def _record(tx: _Tx, username: str) -> UserRecord:
+        record = tx.w.user(username_key(username))
+        if record is None:
             raise UnknownUser(f"no user {username!r}")
-        return doc
+        return record
 
-    def _keep_an_admin(self, tx: _Tx, doc: Document) -> None:
-        if doc["role"] != Role.ADMIN.value or not doc["active"]:
-            return
-        others = any(
-            u.role is Role.ADMIN and u.active and username_key(u.username) != doc.doc_id
-            for u in self._all_users(tx.data)
-        )
-        if not others:
-            raise PolicyError(f"{doc['username']} is the last active administrator")
+    def _keep_an_admin(self, tx: _Tx, record: UserRecord) -> None:
+        if record.role == Role.ADMIN.value and record.active and not tx.w.active_admins() - {record.key}:
+            raise PolicyError(f"{record.username} is the last active administrator")
 
     def _set_policy(self, tx: _Tx, **changes) -> None:
-        meta = tx.meta.get(doc_id=META_ID)
-        tx.meta.update({"policy": {**meta["policy"], **changes}}, doc_ids=[META_ID])
-        tx.policy = _policy(tx.meta.get(doc_id=META_ID))
+        tx.w.update_settings(**changes)
+        tx.policy = tx.w.settings().policy
 
     def _check_second_factor(
         self, username: str, code: str, *, action: str, login: bool, actor: str | None = None
     ) -> AuthResult:
+        """A TOTP or recovery code. A wrong code, an unknown name, a locked account: each costs
+        one read, one decryption, the code checked, and one write of its answer and event."""
         key = username_key(username.strip())
         now = self._clock()
         code = totp.normalize_code(code)
+        record = self.db.user(key)  # read before the write lock: the crypto is not done holding it
+        box = self._secrets()
+        usable = record is not None and record.active
+        secret = box.decrypt_or_dummy(record.secret if usable else None, key)
+        is_totp = code.isdigit() and len(code) == 6
+        step = totp.matching_step(secret, code if is_totp else "", now, window=1)
+        recovery = _RECOVERY_RE.match(code.lower()) is not None
+        plain = code.lower().replace("-", "")
+        hashes = (box.recovery_hash(plain, key), legacy.LEGACY_RECOVERY_PREFIX + box.legacy_recovery_hash(plain))
         with self._tx() as tx:
-            doc = tx.users.get(doc_id=key)
-            who = actor or (doc["username"] if doc else username.strip()[:64])
-            if doc is None or not doc["active"]:
-                tx.log(who, action, None, "failed", "unknown or deactivated user")
-                return AuthResult(Outcome.INVALID)
-            locked = self._locked_until(doc, now)
+            if not usable:
+                if record is None:
+                    return self._unknown_failure(tx, box.name_tag(key), now, action, actor or UNKNOWN, None)
+                return self._unknown_failure(tx, box.name_tag(key), now, action, actor or record.username, key,
+                                             "deactivated user")  # fmt: skip
+            who = actor or record.username
+            locked = locked_until(record.locked_until, now)
             if locked:
                 tx.log(who, action, key, "locked")
                 return AuthResult(Outcome.LOCKED, locked_until=locked)
-            if self._status(doc, tx.policy) is not Status.ACTIVATED:
+            if _status(record.enrolled, tx.policy) is not Status.ACTIVATED:
                 tx.log(who, action, key, "failed", "no active 2FA")
                 return AuthResult(Outcome.NOT_ENROLLED)
-            box = self._secrets()
-            if code.isdigit() and len(code) == tx.policy.digits:
-                step = totp.matching_step(box.decrypt(doc["secret"], key), code, now, window=tx.policy.window)
-                if step is not None and (doc.get("last_step") is None or step > doc["last_step"]):
-                    self._succeed(tx, doc, now, login=login, last_step=step)
+            if step is not None:
+                if tx.w.accept_step(key, step, now, sealed_secret=record.secret, login=login):
                     tx.log(who, action, key, "ok", "totp")
                     return AuthResult(Outcome.OK)
-                reason = "replayed code" if step is not None else "wrong code"
-            elif _RECOVERY_RE.match(code.lower()):
-                wanted = box.recovery_hash(code.lower().replace("-", ""))
-                hashes = doc.get("recovery") or []
-                matches = [hmac.compare_digest(wanted, h) for h in hashes]  # all compared
-                if any(matches):
-                    left = [h for h, hit in zip(hashes, matches) if not hit]
-                    self._succeed(tx, doc, now, login=login, recovery=left)
-                    tx.log(who, action, key, "ok", f"recovery code ({len(left)} left)")
-                    return AuthResult(Outcome.OK, used_recovery_code=True, recovery_codes_left=len(left))
+                reason = "replayed code"
+            elif recovery:
+                left = tx.w.use_recovery_code(key, hashes, now, login=login)
+                if left is not None:
+                    tx.log(who, action, key, "ok", f"recovery code ({left} left)")
+                    return AuthResult(Outcome.OK, used_recovery_code=True, recovery_codes_left=left)
                 reason = "wrong recovery code"
             else:
-                reason = "malformed code"
-            locked = self._fail(tx, doc, now)
-            tx.log(who, action, key, "failed", reason)
-            if locked:
-                return AuthResult(Outcome.LOCKED, locked_until=locked)
-            return AuthResult(Outcome.INVALID)
+                reason = "wrong code" if is_totp else "malformed code"
+            return self._failure(tx, record, now, who, action, reason)
 
-    def _locked_until(self, doc: Document, now: float) -> datetime | None:
-        until = doc.get("locked_until")
-        return datetime.fromtimestamp(until, UTC) if until and until > now else None
+    def _failure(self, tx: _Tx, record: UserRecord, now: float, who: str, action: str,
+                 reason: str | None) -> AuthResult:  # fmt: skip
+        counted, until = tx.w.count_failure(record.key, now, tx.policy)
+        if not counted:  # locked by another attempt since it was read
+            tx.log(who, action, record.key, "locked")
+            return AuthResult(Outcome.LOCKED, locked_until=_dt(until))
+        if until:
+            tx.log(record.username, "lock", record.key, "locked", _lock_detail(until, now))
+        tx.log(who, action, record.key, "failed", reason)
+        return AuthResult(Outcome.LOCKED, locked_until=_dt(until)) if until else AuthResult(Outcome.INVALID)
 
-    def _fail(self, tx: _Tx, doc: Document, now: float) -> datetime | None:
-        """One more consecutive failure; the 5th locks, each further lock twice as long (capped)."""
-        policy = tx.policy
-        failures = doc.get("failures", 0) + 1
-        changes: dict = {"failures": failures}
-        locked = None
-        if failures >= policy.max_failures:
-            lock_count = doc.get("lock_count", 0) + 1
-            minutes = min(policy.lock_minutes * 2 ** (lock_count - 1), policy.lock_cap_minutes)
-            changes.update(failures=0, lock_count=lock_count, locked_until=now + minutes * 60)
-            locked = datetime.fromtimestamp(now + minutes * 60, UTC)
-            tx.log(doc["username"], "lock", doc.doc_id, "locked", f"{minutes} min after {failures} failures")
-        tx.users.update(changes, doc_ids=[doc.doc_id])
-        return locked
-
-    def _succeed(self, tx: _Tx, doc: Document, now: float, *, login: bool, **changes) -> None:
-        changes.update(failures=0, lock_count=0, locked_until=None)
-        if login:
-            changes["last_login_at"] = now
-        tx.users.update(changes, doc_ids=[doc.doc_id])
-
-    @staticmethod
-    def _status(doc: dict, policy: Policy) -> Status:
-        if not policy.enabled:
-            return Status.DISABLED
-        return Status.ACTIVATED if doc.get("secret") else Status.PENDING
-
-    def _user(self, doc: dict, policy: Policy) -> User:
-        now = self._clock()
-        locked = doc.get("locked_until")
-        created, reset = _dt(doc.get("created_at")), doc.get("reset_at")
-        return User(
-            username=doc["username"],
-            name=doc["name"],
-            role=ROLES[doc["role"]],
-            status=self._status(doc, policy),
-            email=doc.get("email"),
-            team=doc.get("team"),
-            active=doc["active"],
-            created_at=created,
-            activated_at=_dt(doc.get("activated_at")),
-            last_login_at=_dt(doc.get("last_login_at")),
-            pending_since=None if doc.get("secret") else _dt(reset) if reset else created,
-            failures=doc.get("failures", 0),
-            locked_until=_dt(locked) if locked and locked > now else None,
-            recovery_codes_left=len(doc.get("recovery") or ()),
-        )
-
-    @staticmethod
-    def _new_doc(new: NewUser, now: float, password_hash: str | None) -> dict:
-        """A new account. The other fields (secret, pending_secret, recovery, failures, lock_count,
-        locked_until, last_step, activated_at, last_login_at, reset_at) are absent: None or none yet."""
-        doc = {"username": new.username, "name": new.name, "role": new.role.value, "active": True, "created_at": now}
-        for field_, value in (("email", new.email), ("team", new.team), ("password", password_hash)):
-            if value is not None:
-                doc[field_] = value
-        return doc
+    def _unknown_failure(self, tx: _Tx, tag: str, now: float, action: str, who: str, target: str | None,
+                         what: str = "unknown name") -> AuthResult:  # fmt: skip
+        """A name that is no active user's: counted under its tag, answered as an account is."""
+        counted, until = tx.w.count_unknown_failure(tag, now, tx.policy)
+        tx.log(who, action, target, "failed" if counted else "locked", f"{what} #{tag}")
+        if until:
+            return AuthResult(Outcome.LOCKED, locked_until=_dt(until))
+        return AuthResult(Outcome.INVALID)
 
 
 @dataclass(frozen=True, slots=True)
-class _UsersMadeFrom:
-    generation: int  # the storage's, when they were made
+class _Listing:
+    """The users list_users made, and what from: a change remakes only the users it touched."""
+
+    generation: tuple[int, int]  # the store's, when they were made
+    rev: int  # the newest user revision read
     enabled: bool  # 2FA on or off (every status depends on it)
-    lines: object  # the users table's `version`
-    made: dict[str, tuple[bytes, User]]  # key -> (its line, its record)
+    summaries: dict[str, UserSummary]
+    made: dict[str, User]
     lock_ends: float  # when the first lock shown ends: records change then
-    users: tuple[User, ...]  # what list_users returns, in the file's order
+    users: tuple[User, ...]  # what list_users returns
+
+    @classmethod
+    def after(cls, old: _Listing | None, changed: list[UserSummary], rev: int, generation: tuple[int, int],
+              policy: Policy, now: float, path: Path) -> _Listing:  # fmt: skip
+        """The listing `old` brought up to date with the `changed` summaries (all of them if None)."""
+        again = old is None or old.enabled != policy.enabled or now >= old.lock_ends
+        summaries = {} if old is None else old.summaries  # only the listing lock's holder touches them
+        summaries.update((s.key, s) for s in changed)
+        try:
+            if again:
+                made = {key: _user(s, policy, now) for key, s in summaries.items()}
+                ends = (s.locked_until for s in summaries.values() if s.locked_until and s.locked_until > now)
+            else:
+                made = old.made
+                made.update((s.key, _user(s, policy, now)) for s in changed)
+                ends = [old.lock_ends, *(s.locked_until for s in changed if s.locked_until and s.locked_until > now)]
+            lock_ends = min(ends, default=math.inf)
+        except (TypeError, ValueError, KeyError, OverflowError, OSError) as exc:  # a value damaged on disk
+            raise StoreCorrupt(f"{path} has a damaged user row; it was left untouched: restore it from a backup") from exc
+        users = tuple(made.values()) if again or changed else old.users
+        return cls(generation, rev, policy.enabled, summaries, made, lock_ends, users)
 
 
 class _Tx:
-    """One transaction's tables, its policy and the audit events to record on commit."""
+    """One transaction: its statements, its policy and the audit events recorded with it."""
 
-    def __init__(self, service: Service, data: dict):
+    def __init__(self, service: Service):
         self.service = service
-        self.data = data
-        storage = service._storage
-        self.users = _StrTable(storage, "users", cache_size=0)
-        self.meta = _StrTable(storage, META_TABLE, cache_size=0)
-        self.policy = _policy(data[META_TABLE][META_ID])
+        self.w: Writer
+        self.policy: Policy
         self.events: list[AuditEvent] = []
 
     def log(self, actor: str, action: str, target: str | None, outcome: str, detail: str | None = None) -> None:
         self.events.append(self.service._event(actor, action, target, outcome, detail))
 
 
-def _policy(meta: dict) -> Policy:
-    p = meta["policy"]
-    return Policy(mode=PolicyMode(p["mode"]), enabled=p["enabled"], issuer=p["issuer"])
+def _status(enrolled: bool, policy: Policy) -> Status:
+    if not policy.enabled:
+        return Status.DISABLED
+    return Status.ACTIVATED if enrolled else Status.PENDING
+
+
+def _user(row: UserRecord | UserSummary, policy: Policy, now: float) -> User:
+    """The public record of a user: status derived from the policy, a lock shown while it runs."""
+    locked = row.locked_until
+    enrolled = row.enrolled == 1  # a summary's are 1 or 0
+    created = _dt(row.created_at)
+    return User(
+        username=row.username,
+        name=row.name,
+        role=ROLES[row.role],
+        status=_status(enrolled, policy),
+        email=row.email,
+        team=row.team,
+        active=row.active == 1,
+        created_at=created,
+        activated_at=_dt(row.activated_at),
+        last_login_at=_dt(row.last_login_at),
+        pending_since=None if enrolled else _dt(row.reset_at) if row.reset_at is not None else created,
+        failures=row.failures,
+        locked_until=_dt(locked) if locked is not None and locked > now else None,
+        recovery_codes_left=row.recovery_left,
+    )
+
+
+def _new_record(new: NewUser, now: float, password_hash: str | None) -> UserRecord:
+    return UserRecord(key=username_key(new.username), username=new.username, name=new.name, role=new.role.value,
+                      created_at=now, email=new.email, team=new.team, password=password_hash)  # fmt: skip
 
 
 def _dt(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+def _lock_detail(until: float, now: float) -> str:
+    return f"{round((until - now) / 60)} min"  # the length of the lock that just began
+
+
+def _os_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def _recovery_code() -> str:
@@ -890,5 +812,3 @@ def _check_password(password: str) -> str:
     if len(password) > 1024:
         raise InvalidInput("password: at most 1024 characters")
     return password
-
-

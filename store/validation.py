@@ -133,3 +133,21 @@ def _text(field: str, s: str | None, *, max_len: int, formula_safe: bool) -> str
     if formula_safe and s.startswith(_FORMULA_PREFIXES):
         raise InvalidInput(f"{field}: must not start with = + - or @")
     return s
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def printable(text: str | None) -> str:
+    """`text` with control characters, escape sequences and bidi overrides made visible as '?'.
+
+    Validation refuses them at the door; this guards what got in another way (a store edited by
+    hand, an unknown username typed at a login prompt, an audit detail) on its way to a terminal
+    or a file people open.
+    """
+    if not text:
+        return ""
+    cleaned = _UNSAFE.sub("?", text)
+    if cleaned.isascii():
+        return cleaned
+    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf", "Cs") else c for c in cleaned)

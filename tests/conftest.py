@@ -31,6 +31,7 @@ def fast_scrypt(monkeypatch):
     command line writes the full cost. Subprocesses use the real one.
     """
     monkeypatch.setattr(crypto, "SCRYPT_N", 2**10)
+    monkeypatch.setattr(crypto, "MIN_SCRYPT_N", 2**10)
     crypto._dummy_hash.cache_clear()
     yield
     crypto._dummy_hash.cache_clear()
@@ -47,7 +48,7 @@ def isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def paths(tmp_path) -> StorePaths:
-    return StorePaths(db=tmp_path / "store" / "store.json", key=tmp_path / "store" / "store.key")
+    return StorePaths(db=tmp_path / "store" / "store.db", key=tmp_path / "store" / "store.key")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ from pathlib import Path
 import pyotp
 
 from store.paths import StorePaths
-from store.service import Outcome, Scope, Service, Session
-from store.storage import LineTable, parse_store
+from store.models import Outcome, Scope, Session
+from store.service import Service
 
 PERIOD = 30
 CSV_HEADER = b"username,name,email,role,team\n"
@@ -82,11 +83,6 @@ def users_csv(names, role: str = "agent") -> bytes:
     return CSV_HEADER + b"".join(f"{n},{n.title()},,{role},Team\n".encode() for n in names)
 
 
-def temp_files(paths: StorePaths) -> list[Path]:
-    """Leftovers of an interrupted write (the storage's temp-file naming)."""
-    return sorted(paths.db.parent.glob(f".{paths.db.name}.*.tmp"))
-
-
 def run_python(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run `script` in a fresh interpreter (a separate process on the same files)."""
     proc = subprocess.run(
@@ -105,17 +101,52 @@ def last_json_line(proc: subprocess.CompletedProcess):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """The store file opened with Python's sqlite3, as another program (or a person) would."""
+    conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=10)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 def read_store(path: Path) -> dict:
-    """The store file's tables as plain dicts (users: key -> document), read as another program would."""
-    data = parse_store(Path(path).read_bytes(), Path(path))
-    data["users"] = {key: LineTable.parse(line) for key, line in data["users"].lines()}
-    return data
+    """The store's settings and users (key -> row as a dict)."""
+    conn = connect(path)
+    try:
+        users = {row["key"]: dict(row) for row in conn.execute("SELECT * FROM users")}
+        settings = dict(conn.execute("SELECT * FROM settings").fetchone())
+    finally:
+        conn.close()
+    return {"settings": settings, "users": users}
+
+
+def store_state(path: Path) -> dict[str, list[tuple]]:
+    """Every table but the audit log, each as its sorted rows: equal means nothing changed."""
+    conn = connect(path)
+    try:
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}"))) for t in tables if t != "audit"}
+    finally:
+        conn.close()
 
 
 def hand_edit_user(path: Path, key: str, **fields) -> None:
-    """Changes one user's line in the store file, as a person with an editor would."""
-    lines = Path(path).read_bytes().split(b"\n")
-    at = next(i for i, line in enumerate(lines) if line.startswith(json.dumps([key]).encode()[:-1] + b","))
-    line_key, doc = json.loads(lines[at])
-    lines[at] = json.dumps([line_key, {**doc, **fields}]).encode()
-    Path(path).write_bytes(b"\n".join(lines))
+    """Changes one user's row in the store file directly, as a person with sqlite3 would."""
+    conn = connect(path)
+    try:
+        sets = ", ".join(f"{column} = ?" for column in fields)
+        assert conn.execute(f"UPDATE users SET {sets} WHERE key = ?", (*fields.values(), key)).rowcount == 1
+    finally:
+        conn.close()
+
+
+def damage_table(path: Path, table: str) -> None:
+    """Overwrites the first page of `table` in the store file with noise, as a failing disk might."""
+    conn = connect(path)
+    try:
+        page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    with open(path, "r+b") as f:
+        f.seek((page - 1) * size + 8)  # past the page header's first bytes, into its cells
+        f.write(bytes(range(256)) * (size // 256 - 1))

@@ -1,4 +1,5 @@
-"""Layering: the store runs without the terminal UI, and the UI reaches the data only through the service.
+"""Layering: the store runs without the terminal UI, the UI reaches the data only through the
+service, and the SQL lives in one module of the store.
 
 Modules are found by globbing, so files added later are covered without editing this test.
 """
@@ -24,7 +25,7 @@ def modules_of(package: str) -> list[str]:
 
 def test_the_store_imports_no_ui_library():
     modules = modules_of("store")
-    assert "store.service" in modules and "store.storage" in modules  # the glob found the package
+    assert "store.service" in modules and "store.sql" in modules  # the glob found the package
     script = f"""
 import importlib, json, sys
 for name in {modules!r}:
@@ -43,30 +44,38 @@ def test_the_subprocess_check_would_see_a_ui_library():
     assert last_json_line(run_python(script)) == ["rich", "textual"]
 
 
-def tinydb_imports(source: str, filename: str) -> list[int]:
-    """Line numbers of `import tinydb...` / `from tinydb... import` statements."""
+def imports(source: str, filename: str, library: str) -> list[int]:
+    """Line numbers of `import library...` / `from library... import` statements."""
     lines = []
     for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, ast.Import):
-            if any(alias.name == "tinydb" or alias.name.startswith("tinydb.") for alias in node.names):
+            if any(alias.name == library or alias.name.startswith(f"{library}.") for alias in node.names):
                 lines.append(node.lineno)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "tinydb" or node.module.startswith("tinydb."):
+            if node.module == library or node.module.startswith(f"{library}."):
                 lines.append(node.lineno)
     return lines
 
 
-def test_the_ui_never_imports_tinydb():
-    files = sorted((ROOT / "tui").rglob("*.py"))
-    assert any(f.name == "cli.py" for f in files)  # the glob found the package
-    offenders = {
+def offenders(files: list[Path], library: str) -> dict[str, list[int]]:
+    return {
         str(f.relative_to(ROOT)): found
         for f in files
-        if (found := tinydb_imports(f.read_text(encoding="utf-8"), str(f)))
+        if (found := imports(f.read_text(encoding="utf-8"), str(f), library))
     }
-    assert offenders == {}
 
 
-def test_the_tinydb_scan_finds_every_import_form():
-    source = "import os\nimport tinydb\nimport json, tinydb.table as t\nfrom tinydb import TinyDB\nfrom tinydb.storages import Storage\nfrom .tinydb import x\nimport tinydbx\n"
-    assert tinydb_imports(source, "<test>") == [2, 3, 4, 5]
+def test_the_ui_never_touches_sql():
+    files = sorted((ROOT / "tui").rglob("*.py"))
+    assert any(f.name == "cli.py" for f in files)  # the glob found the package
+    assert offenders(files, "sqlite3") == {}
+
+
+def test_the_sql_lives_in_one_module_of_the_store():
+    files = sorted((ROOT / "store").rglob("*.py"))
+    assert set(offenders(files, "sqlite3")) == {"store/sql.py"}
+
+
+def test_the_import_scan_finds_every_import_form():
+    source = "import os\nimport sqlite3\nimport json, sqlite3.dbapi2 as t\nfrom sqlite3 import connect\nfrom sqlite3.dbapi2 import Row\nfrom .sqlite3 import x\nimport sqlite3x\n"
+    assert imports(source, "<test>", "sqlite3") == [2, 3, 4, 5]

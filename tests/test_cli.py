@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 
 from store.paths import StorePaths
 from store.service import Service
-from tests.helpers import hand_edit_user
+from tests.helpers import connect, hand_edit_user
 
 MFA = (sys.executable, "-m", "tui")
 ISSUER = "Acme Contact Center"
@@ -39,7 +40,7 @@ class Cli:
     def __init__(self, tmp_path: Path):
         self.tmp = tmp_path
         tmp_path.mkdir(parents=True, exist_ok=True)
-        self.db = tmp_path / "store" / "store.json"
+        self.db = tmp_path / "store" / "store.db"
         self.key = tmp_path / "store" / "store.key"
         # The autouse fixture's XDG_DATA_HOME/HOME are in os.environ, so the child inherits them.
         self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "MFA_CONSOLE_KEY")}
@@ -79,7 +80,7 @@ class Cli:
         return {u["username"]: u for u in json.loads(proc.stdout)}
 
     def audit(self, *filters: str) -> list[dict]:
-        return json.loads(self.run("audit", "--json", *filters, code=0).stdout)
+        return [json.loads(line) for line in self.run("audit", "--json", *filters, code=0).stdout.splitlines()]
 
     def verify(self, username: str, code: str, expect: int) -> str:
         return self.run("verify", username, input=f"{code}\n", code=expect).stderr.strip()
@@ -104,8 +105,13 @@ class Cli:
         assert result.ok
         return Enrolled(enrollment.secret, result.recovery_codes)
 
-    def store_bytes(self) -> bytes:
-        return self.db.read_bytes()
+    def dump(self) -> list[str]:
+        """The whole store, audit log included, as SQL text: equal means nothing was written."""
+        conn = connect(self.db)
+        try:
+            return list(conn.iterdump())
+        finally:
+            conn.close()
 
 
 @dataclass(frozen=True)
@@ -169,12 +175,12 @@ def test_init_creates_a_store_with_a_pending_admin(cli):
 
 
 def test_init_refuses_an_existing_store_and_leaves_it_alone(store):
-    before = store.store_bytes()
+    before = store.dump()
     message = store.fails(
         "init", "--issuer", "Other", "--admin", "other", "--password-stdin", input="other-password\n", code=2
     )
     assert "already exists" in message and str(store.db) in message
-    assert store.store_bytes() == before
+    assert store.dump() == before
     assert list(store.users()) == ["root"]
 
 
@@ -274,8 +280,10 @@ def test_escape_sequences_that_got_into_the_store_are_not_replayed(store):
     assert "Eve?]0;pwned??[2J" in row and "?[31mRed" in row
     assert store.users()["eve"]["name"] == "Eve\x1b]0;pwned\x07\x1b[2J"  # JSON carries it, escaped
     store.run("audit", code=0)
-    store.login("eve\x1b[2J", "any-password", expect=1)  # an unknown name typed at a prompt is audited
-    assert any("?[2J" in line for line in store.run("audit", code=0).stdout.splitlines())
+    store.login("eve\x1b[2J", "any-password", expect=1)  # an unknown name typed at a prompt...
+    unknown = store.audit("--action", "login")[0]
+    assert unknown["actor"] == "(unknown)" and re.fullmatch(r"unknown name #[0-9a-f]{8}", unknown["detail"])
+    assert "[2J" not in store.run("audit", code=0).stdout  # ...is audited without the name
 
 
 # -- edit, deactivate / reactivate, reset-2fa, unlock, passwd ------------------------------------
@@ -393,8 +401,7 @@ def test_import_reports_every_bad_row_and_writes_nothing(store):
         "dave,\"Dave\nDavis\",,agent,\n"  # 7-8: a line break in a name
         "eve,Eve,,agent,,extra\n"  # 9: a field too many
     )
-    before = store.store_bytes()
-    audit_before = (store.db.parent / "store.json.audit.jsonl").read_bytes()
+    before = store.dump()
     proc = store.run("users", "import", str(path), code=1)
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
@@ -408,10 +415,9 @@ def test_import_reports_every_bad_row_and_writes_nothing(store):
     assert "expected 5 fields, found 4" in reported[6]
     assert "name: control characters" in reported[7]
     assert "expected 5 fields, found 6" in reported[9]
-    assert store.store_bytes() == before
+    assert store.dump() == before
     assert set(store.users()) == {"root", "alice"}
     assert not any(e["action"] == "user.import" for e in store.audit())
-    assert (store.db.parent / "store.json.audit.jsonl").read_bytes() == audit_before
 
 
 def test_import_of_a_missing_file_is_a_usage_error(store):
@@ -610,7 +616,7 @@ def test_usage_errors_are_one_line_and_exit_2(cli, args):
 
 
 def test_an_unknown_user_is_one_line_and_exit_2(store):
-    before = store.store_bytes()
+    before = store.dump()
     for args in (
         ["users", "edit", "nobody", "--name", "X"],
         ["users", "deactivate", "nobody"],
@@ -620,7 +626,7 @@ def test_an_unknown_user_is_one_line_and_exit_2(store):
         ["enroll", "nobody"],
     ):
         assert store.fails(*args, code=2) == "mfa-console: no user 'nobody'"
-    assert store.store_bytes() == before
+    assert store.dump() == before
 
 
 @pytest.mark.parametrize(
@@ -685,7 +691,7 @@ def test_a_closed_stdout_is_no_traceback(store):
 # -- demo ----------------------------------------------------------------------------------------
 def test_demo_builds_a_store_at_the_xdg_demo_location(cli, tmp_path):
     proc = cli.run("demo", "--no-dashboard", "--users", "50", code=0)
-    demo_db = tmp_path / "xdg-data" / "mfa-console" / "demo" / "store.json"
+    demo_db = tmp_path / "xdg-data" / "mfa-console" / "demo" / "store.db"
     assert f"(50 users) at {demo_db}" in proc.stderr
     assert "Demo sign-ins" in proc.stdout
     for role, username, password in (
@@ -715,11 +721,11 @@ def test_demo_builds_a_store_at_the_xdg_demo_location(cli, tmp_path):
 
 
 def test_demo_never_deletes_a_store_it_was_pointed_at(store):
-    before = store.store_bytes()
+    before = store.dump()
     for args in (["--db", str(store.db), "demo", "--reset", "--no-dashboard"],
                  ["demo", "--users", "5", "--no-dashboard", "--db", str(store.db)]):  # fmt: skip
         assert "delete only the default demo store" in store.fails(*args, code=2)
-    assert store.store_bytes() == before and store.key.exists()
+    assert store.dump() == before and store.key.exists()
     assert list(store.users()) == ["root"]
 
 

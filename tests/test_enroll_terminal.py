@@ -32,7 +32,7 @@ PERIOD = 30
 
 class Store:
     def __init__(self, tmp_path: Path):
-        self.db = tmp_path / "store" / "store.json"
+        self.db = tmp_path / "store" / "store.db"
         self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "MFA_CONSOLE_KEY")}
         self.env["MFA_CONSOLE_DB"] = str(self.db)
 
@@ -220,6 +220,6 @@ def test_interrupting_enrollment_leaves_the_user_pending(store, keys, status):
     record = store.record("alice")
     assert (record.get("secret"), record.get("pending_secret")) == (None, None)  # ...and nothing of it left
     assert store.user("alice")["status"] == "pending"
-    actions = [e["action"] for e in json.loads(store.run("audit", "--user", "alice", "--json").stdout)]
+    actions = [json.loads(line)["action"] for line in store.run("audit", "--user", "alice", "--json").stdout.splitlines()]
     assert actions[:2] == ["enroll.cancel", "enroll.begin"]
     store.run("verify", "alice", input=f"{oathtool(secret)}\n", code=4)

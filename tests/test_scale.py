@@ -29,7 +29,7 @@ USERS = 100_000
 def built(tmp_path_factory):
     """The demo store of 100k users, with `admin` enrolled an hour ago; (folder, admin's secret)."""
     folder = tmp_path_factory.mktemp("scale")
-    paths = StorePaths(folder / "store.json", folder / "store.key")
+    paths = StorePaths(folder / "store.db", folder / "store.key")
     build_demo(paths, users=USERS, actor="tester", now=time.time()).close()
     past = time.time() - 3600
     service = Service(paths, clock=lambda: past)
@@ -43,9 +43,9 @@ def built(tmp_path_factory):
 @pytest.fixture
 def big(built, tmp_path) -> StorePaths:
     folder, _ = built
-    for name in ("store.json", "store.key"):
-        shutil.copyfile(folder / name, tmp_path / name)
-    return StorePaths(tmp_path / "store.json", tmp_path / "store.key")
+    for name in ("store.db", "store.key"):
+        shutil.copy2(folder / name, tmp_path / name)  # with its mode: a store open to others is refused
+    return StorePaths(tmp_path / "store.db", tmp_path / "store.key")
 
 
 def raw_users(paths: StorePaths) -> dict[str, dict]:
@@ -78,7 +78,7 @@ def test_the_store_opens_with_every_user(big):
     service.close()
 
 
-def test_a_change_rewrites_only_its_user(big):
+def test_a_change_touches_only_its_users(big):
     before = raw_users(big)
     activated = [k for k, d in before.items() if d.get("secret") and k != "admin"]
     targets = activated[0], activated[-1], activated[len(activated) // 2]

@@ -11,7 +11,7 @@ from textual.widgets import Checkbox, Input
 from store.errors import PermissionDenied, StoreError
 from store.models import NewUser, Role, Status
 from store.service import Service
-from tests.helpers import code
+from tests.helpers import code, damage_table
 from tests.tuihelpers import enroll, make_optional, screen_text, settle, sign_in
 from tui.app import MfaConsoleApp
 from tui.commands import MainScreenCommands
@@ -274,15 +274,14 @@ async def test_corrupt_store_is_shown_and_left_alone(paths, service, clock):
     assert paths.db.read_bytes() == before
 
 
-async def test_a_store_damaged_past_its_first_line_replaces_the_sign_in_screen(paths, service, clock, monkeypatch):
-    """The sign-in screen is drawn from the store's first line alone; the full read behind it
-    still refuses a damaged store, says why, and writes nothing."""
-    policy = service.policy()
-    paths.db.write_bytes(paths.db.read_bytes()[:-10])  # cut short
+async def test_a_store_damaged_past_its_settings_replaces_the_sign_in_screen(paths, service, clock):
+    """The sign-in screen is drawn from the store's settings alone; the full check behind it
+    still refuses a store damaged elsewhere, says why, and writes nothing."""
+    service.close()
+    damage_table(paths.db, "users")
     before = paths.db.read_bytes()
     with pytest.raises(StoreError) as refused:
         Service(paths).preload()
-    monkeypatch.setattr(Service, "peek_policy", lambda self: policy)  # the first line reads
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert isinstance(pilot.app.screen, ErrorScreen)

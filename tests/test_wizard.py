@@ -19,8 +19,8 @@ from textual.strip import Strip
 from textual.widgets import Button, Checkbox, Input
 
 from store import totp
-from store.models import Status
-from store.service import ConfirmResult, Outcome, Scope, Service, Session
+from store.models import ConfirmResult, Outcome, Scope, Session, Status
+from store.service import Service
 from tests.conftest import T0
 from tests.helpers import read_store
 from tests.screen import RGB, Cell, cells_from_strips, decode_cells, decode_qr, parse_ansi_screen

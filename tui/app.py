@@ -13,9 +13,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from store.errors import StoreError, StoreMissing
-from store.models import Role
+from store.models import Role, Session
 from store.paths import StorePaths
-from store.service import Service, Session
+from store.service import Service
 
 from .screens.common import ErrorScreen
 from .screens.login import FirstRunScreen, LoginScreen

@@ -21,14 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+from store import legacy
 from store.csvio import users_to_json
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError
-from store.models import NewUser, Policy, PolicyMode, Role, Status, User
+from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
 from store.paths import StorePaths, resolve
-from store.service import AuthResult, Enrollment, Outcome, Service, Session
+from store.service import Service
+from store.validation import printable
 
-from .files import open_private, write_users
-from .text import printable
+from .files import write_private, write_users
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOT_ENROLLED, EXIT_ENROLL = 0, 1, 2, 3, 4, 5
 SIDE_WIDTH = 33  # the text column beside a QR code: 80 - 45 (QR) - 2 (gap)
@@ -45,7 +46,7 @@ class Fail(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = usub.add_parser("export", help="export users as CSV or JSON")
     s.add_argument("--format", choices=["csv", "json"], default="csv")
     s.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created 0600) instead of stdout")
+    s.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     s = sub.add_parser("enroll", help="set up a user's authenticator app in this terminal")
     s.add_argument("username")
@@ -147,6 +149,8 @@ def _store_options(parser: argparse.ArgumentParser, *, default) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # whatever this process creates is its user's alone
+    _no_core_dumps()
     args = build_parser().parse_args(argv)
     try:
         if args.command is None:
@@ -201,15 +205,17 @@ def cmd_demo(args) -> int:
     from store import demo as demo_store  # imported here: every other command starts faster
 
     paths = resolve(args.db, args.key, demo=True)
-    if paths.db.exists() and (args.reset or args.users):
+    earlier = legacy.json_path(paths.db)  # a demo made by an earlier version: moved when opened
+    exists = lambda: paths.db.exists() or earlier.exists()  # noqa: E731
+    if exists() and (args.reset or args.users):
         if args.db or args.key:
             # --db/--key may name a real store: only the default demo store is ever deleted.
             raise Fail(
                 f"a store exists at {paths.db}; --reset and --users delete only the default demo store", EXIT_USAGE
             )
-        for path in (paths.db, paths.key, paths.audit):
+        for path in (paths.db, Path(f"{paths.db}-wal"), Path(f"{paths.db}-shm"), paths.key, *legacy.files(earlier)):
             path.unlink(missing_ok=True)
-    if not paths.db.exists():
+    if not exists():
         count = args.users or 200
         print(f"Building the demo contact center ({count} users) at {paths.db} ...", file=sys.stderr)
         demo_store.build_demo(paths, users=count, actor=os_actor(), now=time.time()).close()
@@ -274,14 +280,16 @@ def cmd_users(args) -> int:
         return EXIT_OK
     if action == "export":
         users = service.list_users(op)
-        out = _open_output(args.output) if args.output else sys.stdout
+        if not args.output:
+            write_users(users, sys.stdout, args.format)
+            return EXIT_OK
         try:
-            write_users(users, out, args.format)
-        finally:
-            if out is not sys.stdout:
-                out.close()
-        if args.output:
-            print(f"Exported {len(users)} users to {args.output}.", file=sys.stderr)
+            write_private(args.output, lambda out: write_users(users, out, args.format), force=args.force)
+        except FileExistsError as exc:
+            raise Fail(f"{args.output} already exists (--force replaces it)", EXIT_USAGE) from exc
+        except OSError as exc:
+            raise Fail(f"cannot write {args.output}: {exc.strerror}", EXIT_USAGE) from exc
+        print(f"Exported {len(users)} users to {args.output}.", file=sys.stderr)
         return EXIT_OK
     raise AssertionError(action)
 
@@ -322,7 +330,7 @@ def cmd_verify(args) -> int:
     username = args.username or os.environ.get("PAM_USER")
     if not username:
         raise Fail("which user? give USERNAME (or run it from pam_exec, which sets PAM_USER)", EXIT_USAGE)
-    service = _service(args)
+    service = _service(args, quiet=args.quiet)
     # pam_exec's expose_authtok sends the token NUL-terminated.
     code = sys.stdin.readline().replace("\x00", "").strip()
     result = service.verify(username, code, actor=f"verify:{os_actor()}")
@@ -358,13 +366,10 @@ def cmd_policy(args) -> int:
 def cmd_audit(args) -> int:
     service, op = _open(args)
     events = service.audit(op, user=args.user, action=args.action, since=args.since)
-    if args.json:
-        docs = [
-            {"at": _iso(e.at), "actor": e.actor, "action": e.action, "target": e.target, "outcome": e.outcome,
-             "detail": e.detail}
-            for e in events
-        ]
-        print(json.dumps(docs, indent=2))
+    if args.json:  # JSON Lines, for log shippers and jq; `id` only grows, to resume from
+        for e in events:
+            print(json.dumps({"id": e.id, "at": _iso(e.at), "actor": e.actor, "action": e.action,
+                              "target": e.target, "outcome": e.outcome, "detail": e.detail}))  # fmt: skip
         return EXIT_OK
     for e in events:
         line = f"{_iso(e.at)}  {e.actor:<16} {e.action:<16} {e.target or '-':<20} {e.outcome:<8} {e.detail or ''}"
@@ -442,8 +447,15 @@ COMMANDS = {
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _service(args) -> Service:
-    return Service(resolve(args.db, args.key))
+def _service(args, *, quiet: bool = False) -> Service:
+    """The store named by the options, opened now: a JSON store of an earlier version is moved
+    to SQLite here, and said so once."""
+    service = Service(resolve(args.db, args.key))
+    service.db  # noqa: B018 -- opened (and moved) before anything is asked or read from stdin
+    if service.migrated_from is not None and not quiet:
+        print(f"mfa-console: moved the store {service.migrated_from} to SQLite at {service.db.path}; "
+              "the old files are kept, no longer used", file=sys.stderr)  # fmt: skip
+    return service
 
 
 def _open(args) -> tuple[Service, Session]:
@@ -605,18 +617,24 @@ def _print_policy(policy: Policy, *, as_json: bool) -> None:
     )
 
 
+def _no_core_dumps() -> None:
+    """The key, TOTP secrets and typed passwords pass through this process: never into a core file."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:  # not dumpable: no core even through a core_pattern pipe, and no ptrace by others
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
 def _read_file(name: str) -> bytes:
     try:
         return Path(name).read_bytes()
     except OSError as exc:
         raise Fail(f"cannot read {name}: {exc.strerror}", EXIT_USAGE) from exc
-
-
-def _open_output(name: str):
-    try:
-        return open_private(name)
-    except OSError as exc:
-        raise Fail(f"cannot write {name}: {exc.strerror}", EXIT_USAGE) from exc
 
 
 def _positive(text: str) -> int:

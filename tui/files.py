@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
 
+from store import fs
 from store.csvio import users_to_json, write_users_csv
 from store.models import User
 
 
-def open_private(path: str | Path) -> TextIO:
-    """`path` for writing text, created or truncated, mode 0600 (names and emails of staff)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
-    return open(fd, "w", encoding="utf-8", newline="")
+def write_private(path: str | Path, write: Callable[[TextIO], None], *, force: bool = False) -> None:
+    """Text written by `write` to `path`, mode 0600 (names and emails of staff).
+
+    Never through a symbolic link; an existing file only with `force` (FileExistsError
+    otherwise), and then replaced whole by rename, never written through.
+    """
+
+    def to_fd(fd: int) -> None:
+        with open(fd, "w", encoding="utf-8", newline="", closefd=False) as out:
+            write(out)
+
+    fs.write_new_file(Path(path), to_fd, force=force)
 
 
 def write_users(users: Iterable[User], out: TextIO, fmt: str) -> None:

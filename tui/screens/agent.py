@@ -9,10 +9,9 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from store.models import Status, User
-from store.service import ConfirmResult, Session
+from store.models import ConfirmResult, Session, Status, User
+from store.validation import printable
 
-from ..text import printable
 from ..widgets.user_grid import BADGES
 from .common import StoreCalls
 from .wizard import EnrollmentWizard

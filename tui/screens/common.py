@@ -15,8 +15,8 @@ from textual.widgets import Button, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from store.errors import StoreError
+from store.validation import printable
 
-from ..text import printable
 
 
 class StoreCalls:

@@ -11,10 +11,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
 from store.errors import ImportRejected
-from store.models import NewUser, Role, User
-from store.service import Service, Session
+from store.models import NewUser, Role, Session, User
+from store.service import Service
+from store.validation import printable
 
-from ..text import printable
 from .common import StoreCalls
 
 

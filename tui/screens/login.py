@@ -13,11 +13,11 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
 from store.errors import StoreError
-from store.models import NewUser, Role
-from store.service import AuthResult, ConfirmResult, Outcome, Service
+from store.models import AuthResult, ConfirmResult, NewUser, Outcome, Role
+from store.service import Service
+from store.validation import printable
 
 from ..cli import os_actor
-from ..text import printable
 from .common import StoreCalls
 
 WRONG = "Wrong username, password or code."

@@ -17,12 +17,11 @@ from textual.widgets import Checkbox, DataTable, Footer, Header, Input, Progress
 from textual.worker import Worker
 
 from store.errors import ImportRejected, PermissionDenied, StoreError
-from store.models import AuditEvent, Policy, PolicyMode, Role, Status, User
-from store.service import ConfirmResult, Rollout, Session
+from store.models import AuditEvent, ConfirmResult, Policy, PolicyMode, Role, Rollout, Session, Status, User
+from store.validation import printable
 
 from ..commands import MainScreenCommands
-from ..files import open_private, write_users
-from ..text import printable
+from ..files import write_private, write_users
 from ..widgets.rollout import RolloutView
 from ..widgets.user_grid import Filter, UserGrid, UserIndex
 from .common import ConfirmDialog, PromptDialog, StoreCalls
@@ -413,9 +412,11 @@ class MainScreen(StoreCalls, Screen):
     def _export(self, path: str) -> int:
         users = self.app.service.list_users(self.session)
         target = Path(path).expanduser()
+        fmt = "json" if target.suffix.lower() == ".json" else "csv"
         try:
-            with open_private(target) as out:
-                write_users(users, out, "json" if target.suffix.lower() == ".json" else "csv")
+            write_private(target, lambda out: write_users(users, out, fmt))
+        except FileExistsError as exc:
+            raise StoreError(f"{path} already exists: choose another name") from exc
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return len(users)

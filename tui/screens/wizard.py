@@ -25,10 +25,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, ContentSwitcher, Input, Static
 
 from store.errors import PermissionDenied
-from store.service import ConfirmResult, Enrollment, Outcome, Service, Session
+from store.models import ConfirmResult, Enrollment, Outcome, Session
+from store.service import Service
+from store.validation import printable
 
 from ..qr import QRCode, QRTooLarge
-from ..text import printable
 from ..widgets.qr_view import QRView
 
 STEPS = ("intro", "scan", "code", "codes", "done")

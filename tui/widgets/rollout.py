@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -31,11 +31,13 @@ from textual.widgets import ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from store import report
+from store.csvio import csv_cell
+from store.errors import StoreError
 from store.models import User
+from store.validation import printable
 
+from ..files import write_private
 from ..screens.common import PromptDialog
-from ..files import open_private
-from ..text import printable
 from .rows import CursorRows
 
 SPANS = (30, 90)  # days the chart shows; `t` switches
@@ -415,23 +417,25 @@ class RolloutView(Vertical):
     def _export(self, path: str, rows: tuple[report.ChaseRow, ...]) -> None:
         try:
             write_chase_csv(Path(path).expanduser(), rows)
-        except OSError as exc:
-            message = printable(f"Cannot write {path}: {exc.strerror or exc}")
+        except (OSError, StoreError) as exc:
+            message = printable(f"Cannot write {path}: {getattr(exc, 'strerror', None) or exc}")
             self.app.call_from_thread(self.notify, message, severity="error", markup=False)
             return
         self.app.call_from_thread(self.notify, printable(f"Exported {len(rows):,} users to {path}."), markup=False)
 
 
 def write_chase_csv(target: Path, rows: Sequence[report.ChaseRow]) -> None:
-    """The chase list as CSV, created 0600 (names and emails of staff)."""
-    with open_private(target) as out:
+    """The chase list as CSV, created 0600 (names and emails of staff), never over a file."""
+
+    def write(out: TextIO) -> None:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CHASE_CSV_COLUMNS)
         for row in rows:
             u = row.user
             since = u.pending_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if u.pending_since else ""
-            days = "" if row.days is None else row.days
-            writer.writerow((u.username, u.name, u.email or "", u.team or "", since, days))
+            writer.writerow(map(csv_cell, (u.username, u.name, u.email, u.team, since, row.days)))
+
+    write_private(target, write)
 
 
 def _nice_top(value: int) -> int:

@@ -24,8 +24,8 @@ from textual.reactive import reactive
 from textual.strip import Strip
 
 from store.models import Status, User
+from store.validation import printable
 
-from ..text import printable
 from .rows import CursorRows
 
 BADGES = {Status.PENDING: "○ Pending", Status.ACTIVATED: "● Activated", Status.DISABLED: "– Disabled"}

@@ -1,0 +1,209 @@
+"""The files the project trusts and writes: never through a link, private whatever the umask.
+
+A store is refused, as sshd's StrictModes refuses a key file, when a user other than the one
+running (or root) could have changed it: its folder and every folder above it must be owned by
+that user or root and writable by nobody else. A folder like /tmp, writable by all but sticky,
+passes: nobody else can move or replace what we own in it. Once the folder is ours alone,
+nobody else can plant a link beside the files SQLite creates itself (-wal, -shm) either.
+
+Root (PAM's pam_exec runs `verify` as root) also trusts the owner of the store's folder: a
+service account's store stays that account's, and files root creates in it are given to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import StoreError
+
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class UnsafePath(StoreError):
+    """A path another user could have changed, or a link: refused, with the fix in the message."""
+
+
+def _who(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _trusted(folder_owner: int | None = None) -> set[int]:
+    me = os.geteuid()
+    trusted = {me, 0}
+    if me == 0 and folder_owner is not None:
+        trusted.add(folder_owner)
+    return trusted
+
+
+def make_private_folder(folder: Path) -> None:
+    """Creates the missing folders of `folder` one at a time, each 0700 whatever the umask."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if os.path.lexists(candidate):
+            break
+        missing.append(candidate)
+    for candidate in reversed(missing):
+        try:
+            os.mkdir(candidate, FOLDER_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by another process: checked below like any folder
+        except OSError as exc:
+            raise StoreError(f"cannot create folder {candidate}: {exc.strerror}") from exc
+
+
+def check_folder(folder: Path) -> os.stat_result:
+    """Refuses `folder` unless it and every folder above it are safe (see the module's doc).
+
+    Returns its stat. A symbolic link on the way is followed only if a trusted user made it.
+    """
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"cannot open folder {folder}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath(f"{folder} is not a folder")
+    trusted = _trusted(st.st_uid)
+    # Links on the given path: whoever owns one decides where it leads.
+    for part in (folder, *folder.parents):
+        lst = os.lstat(part)
+        if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in trusted:
+            raise UnsafePath(
+                f"{part} is a symbolic link owned by {_who(lst.st_uid)}: refusing to follow it; use the real path"
+            )
+    real = Path(os.path.realpath(folder))
+    for part in (real, *real.parents):
+        pst = os.stat(part)
+        if pst.st_uid not in trusted:
+            raise UnsafePath(
+                f"folder {part} is owned by {_who(pst.st_uid)}, not by {_who(os.geteuid())} or root: another "
+                f"user could swap the store; if it is yours, `chown {_who(os.geteuid())} {part}`"
+            )
+        others_write = pst.st_mode & 0o022
+        if others_write and (part == real or not (pst.st_mode & stat.S_ISVTX)):
+            raise UnsafePath(
+                f"folder {part} is writable by other users (mode {stat.S_IMODE(pst.st_mode):04o}): any of them "
+                f"could swap the store; fix: `chmod go-w {part}`"
+            )
+    return st
+
+
+def check_file(path: Path, folder: os.stat_result, *, secret: bool) -> os.stat_result | None:
+    """Refuses a link, a non-file, another user's file, or one others may write (or read, if
+    `secret`). Returns its lstat, or None when it does not exist."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot open {path}: {exc.strerror}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(f"{path} is a symbolic link: refusing to follow it; put the real file there")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePath(f"{path} is not a regular file")
+    if st.st_uid not in _trusted(folder.st_uid):
+        raise UnsafePath(
+            f"{path} is owned by {_who(st.st_uid)}, not by {_who(os.geteuid())} or root: refusing it; "
+            f"if it is yours, `chown {_who(os.geteuid())} {path}`"
+        )
+    if st.st_mode & (0o077 if secret else 0o022):
+        raise UnsafePath(
+            f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); fix: `chmod 600 {path}`"
+        )
+    return st
+
+
+def create_private_file(path: Path, folder: os.stat_result) -> int:
+    """A new file, 0600, never through a link and never over an existing file; an fd to write.
+
+    Made by root in a service account's folder, it is given to that account.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        if os.geteuid() == 0 and folder.st_uid != 0:
+            os.fchown(fd, folder.st_uid, folder.st_gid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_private_file(path: Path, *, secret: bool) -> bytes:
+    """A file's bytes, checked like `check_file` on the file actually opened (no link followed)."""
+    folder = check_folder(path.parent)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{path} is not a regular file")
+        if st.st_uid not in _trusted(folder.st_uid):
+            raise UnsafePath(f"{path} is owned by {_who(st.st_uid)}, not by {_who(os.geteuid())} or root: refusing it")
+        if st.st_mode & (0o077 if secret else 0o022):
+            raise UnsafePath(
+                f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); fix: `chmod 600 {path}`"
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_new_file(path: Path, write: Callable[[int], None], *, force: bool = False) -> None:
+    """Writes a file for people (an export), 0600; `write` gets an fd.
+
+    Never follows a link; an existing file is replaced only with `force`, and then by rename
+    (a link or a hard link at the name is replaced, never written through).
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath(f"{path} is a symbolic link: refusing to write through it")
+        if not force:
+            raise FileExistsError(errno.EEXIST, "it already exists", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{path} is not a regular file: refusing to replace it")
+    folder = path.parent
+    if st is None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        target = path
+    else:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        target = Path(name)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        write(fd)
+        os.fsync(fd)
+        if target != path:
+            os.replace(target, path)
+    except BaseException:
+        os.close(fd)
+        os.unlink(target)
+        raise
+    os.close(fd)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Makes a file just created or renamed in `folder` survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
