@@ -119,6 +119,13 @@ def read_store(path: Path) -> dict:
     return {"settings": settings, "users": users}
 
 
+def written(path: Path) -> dict[str, bytes]:
+    """The store file and its WAL as bytes (the -shm is only an index, rewritten by readers):
+    equal means nothing was written, not even a change still waiting in the WAL."""
+    files = (path, path.with_name(path.name + "-wal"))
+    return {f.name: f.read_bytes() for f in files if f.exists() and f.stat().st_size}
+
+
 def store_state(path: Path) -> dict[str, list[tuple]]:
     """Every table but the audit log, each as its sorted rows: equal means nothing changed."""
     conn = connect(path)

@@ -11,7 +11,7 @@ from textual.widgets import Checkbox, Input
 from store.errors import PermissionDenied, StoreError
 from store.models import NewUser, Role, Status
 from store.service import Service
-from tests.helpers import code, damage_table
+from tests.helpers import code, damage_table, store_state, written
 from tests.tuihelpers import enroll, make_optional, screen_text, settle, sign_in
 from tui.app import MfaConsoleApp
 from tui.commands import MainScreenCommands
@@ -265,13 +265,14 @@ async def test_first_run_creates_the_store_and_enrolls_the_admin(paths, clock):
 
 
 async def test_corrupt_store_is_shown_and_left_alone(paths, service, clock):
+    service.close()
     paths.db.write_bytes(b'{"meta": {"1": {"schema": 1')
-    before = paths.db.read_bytes()
+    before = written(paths.db)
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await settle(pilot)
         text = screen_text(pilot.app)
-        assert "cannot open the store" in text and "corrupt" in text
-    assert paths.db.read_bytes() == before
+        assert "cannot open the store" in text and "not an SQLite database" in text
+    assert written(paths.db) == before
 
 
 async def test_a_store_damaged_past_its_settings_replaces_the_sign_in_screen(paths, service, clock):
@@ -279,7 +280,7 @@ async def test_a_store_damaged_past_its_settings_replaces_the_sign_in_screen(pat
     still refuses a store damaged elsewhere, says why, and writes nothing."""
     service.close()
     damage_table(paths.db, "users")
-    before = paths.db.read_bytes()
+    before = written(paths.db)
     with pytest.raises(StoreError) as refused:
         Service(paths).preload()
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
@@ -287,7 +288,7 @@ async def test_a_store_damaged_past_its_settings_replaces_the_sign_in_screen(pat
         assert isinstance(pilot.app.screen, ErrorScreen)
         assert pilot.app.screen.message == str(refused.value)
         assert "cannot open the store" in screen_text(pilot.app)
-    assert paths.db.read_bytes() == before
+    assert written(paths.db) == before
 
 
 async def test_command_palette_offers_only_allowed_actions(paths, service, clock):
@@ -326,17 +327,22 @@ async def test_import_with_bad_rows_shows_them_and_writes_nothing(paths, service
     bad.write_text("username,name,email,role,team\nzoe,Zoe,,agent,Sales\nalice,Alice Two,,agent,\nyan,Yan,,boss,\n")
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await admin_main_screen(pilot, service, clock)
-        before = paths.db.read_bytes()
+        before = store_state(paths.db)
         await pilot.press("i")
-        await pilot.press(*str(bad), "enter")
+        await settle(pilot)
+        pilot.app.screen.query_one("#prompt-input", Input).value = str(bad)
+        await pilot.press("enter")
         await settle(pilot)
         text = screen_text(pilot.app)
         assert "Nothing imported: 2 bad row(s)" in text
         assert "line 3" in text and "already exists" in text and "line 4" in text
-        assert paths.db.read_bytes() == before
+        assert store_state(paths.db) == before
         await pilot.press("escape")
         bad.write_text("username,name,email,role,team\nzoe,Zoe,,agent,Sales\n")
-        await pilot.press("i", *str(bad), "enter")
+        await pilot.press("i")
+        await settle(pilot)
+        pilot.app.screen.query_one("#prompt-input", Input).value = str(bad)
+        await pilot.press("enter")
         await settle(pilot)
     assert user(service, "zoe").team == "Sales"
 
@@ -382,6 +388,9 @@ async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
 async def test_import_of_a_missing_file_says_so(paths, service, clock, tmp_path):
     async with make_app(paths, clock).run_test(size=SIZE, notifications=True) as pilot:
         await admin_main_screen(pilot, service, clock)
-        await pilot.press("i", *str(tmp_path / "nope.csv"), "enter")
+        await pilot.press("i")
+        await settle(pilot)
+        pilot.app.screen.query_one("#prompt-input", Input).value = str(tmp_path / "nope.csv")
+        await pilot.press("enter")
         await settle(pilot)
         assert "cannot read" in screen_text(pilot.app) and "No such file" in screen_text(pilot.app)
