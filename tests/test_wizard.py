@@ -492,3 +492,16 @@ def test_qr_step_snapshot(snap_compare, service: Service, monkeypatch: pytest.Mo
         assert wizard(app).step == "scan" and wizard(app).enrollment.secret == FIXED_SECRET
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_qr_under_no_color_draws_and_decodes(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR makes Textual filter every segment to grey; the code stays black on white and
+    scans (the margins once had no style at all, and the filter crashed on them)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = WizardApp(service, service.operator("tester"), "alice")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_scan(app, pilot)
+        cells = cells_from_strips(screen_strips(app))
+        assert_whole_code_on_screen(cells, wizard(app).qr_code, (80, 24))
+        for terminal in ("dark", "light"):
+            assert decode_cells(cells, terminal) == [wizard(app).enrollment.uri]

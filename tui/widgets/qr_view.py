@@ -116,15 +116,18 @@ class QRView(Widget):
             self.post_message(self.Fitted(self, code))
 
     def render_line(self, y: int) -> Strip:
+        # Every segment carries a style, the margins the widget's own: Textual's NO_COLOR filter
+        # cannot take a segment without one.
         width, height = self.size
+        margin = self.rich_style
         code = self._code
         if not isinstance(code, QRCode) or code.width > width or code.height > height:
-            return Strip.blank(width)
+            return Strip.blank(width, margin)
         top = (height - code.height) // 2
         row = y - top
         if not 0 <= row < code.height:
-            return Strip.blank(width)
+            return Strip.blank(width, margin)
         left = (width - code.width) // 2
         right = width - left - code.width
-        segments = [Segment(" " * left), Segment(code.lines[row], QR_STYLE), Segment(" " * right)]
+        segments = [Segment(" " * left, margin), Segment(code.lines[row], QR_STYLE), Segment(" " * right, margin)]
         return Strip([s for s in segments if s.text], width)
