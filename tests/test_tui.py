@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from textual import events
 from textual.widgets import Checkbox, Input
 
 from store.errors import PermissionDenied, StoreError
@@ -55,6 +56,25 @@ async def test_wrong_password_or_code_gets_one_message(paths, service, clock, pa
             await settle(pilot)
         assert isinstance(pilot.app.screen, LoginScreen)
         assert "Wrong username, password or code." in screen_text(pilot.app)
+
+
+@pytest.mark.parametrize("between", ["tab", "enter"])
+async def test_a_password_managers_burst_signs_in_and_never_shows_the_password(paths, service, clock, between):
+    """Auto-type sends username, Tab (or Enter), password, Enter at once: every key is queued for
+    the username field before the Tab is acted on. The password must still go to its field."""
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        burst = [*"ada", between, *"ada-password", "enter"]
+        for key in burst:  # all posted before any is handled, as one read from the terminal
+            pilot.app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await settle(pilot)
+        assert pilot.app.screen.query_one("#username", Input).value == "ada"
+        assert pilot.app.screen.query_one("#code", Input).display  # the password was right
+        assert "ada-password" not in screen_text(pilot.app)
+        await pilot.press(*code(secret, clock), "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
 
 
 async def test_unknown_user_gets_the_same_message(paths, service, clock):

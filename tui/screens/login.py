@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Vertical
@@ -28,6 +28,27 @@ def locked_message(until: datetime | None, now: datetime) -> str:
     return f"This account is locked after too many failed attempts. Try again in {minutes} min, or ask an administrator to unlock it."
 
 
+class UsernameInput(Input):
+    """The username field, safe for a password manager's auto-type.
+
+    Auto-type (and a paste of "user<Tab>password<Enter>") arrives as one burst: the app hands
+    every key of it to this field before the Tab is acted on, so the password would land here,
+    in clear. So Tab and Enter move the focus to the password field at once, and keys of the
+    burst that still reach this field then go on to the field that has the focus.
+    """
+
+    def on_key(self, event: events.Key) -> None:
+        focused = self.screen.focused
+        if focused is not self and focused is not None:
+            event.stop()
+            event.prevent_default()
+            focused.post_message(events.Key(event.key, event.character))
+        elif event.key in ("tab", "enter") and self.value.strip():
+            event.stop()
+            event.prevent_default()
+            self.screen.set_focus(self.screen.query_one("#password", Input))
+
+
 class LoginScreen(StoreCalls, Screen):
     BINDINGS = [
         Binding("ctrl+r", "toggle_recovery", "Recovery code", tooltip="Sign in with a one-time recovery code"),
@@ -44,7 +65,7 @@ class LoginScreen(StoreCalls, Screen):
         with Center(), Vertical(id="login-box", classes="form"):
             yield Static(Content(printable(self.app.title)), classes="title", id="login-title")
             yield Static(Content("Sign in"), classes="subtitle")
-            yield Input(placeholder="Username", id="username")
+            yield UsernameInput(placeholder="Username", id="username")
             yield Input(placeholder="Password", password=True, id="password")
             yield Input(placeholder="6-digit code from your authenticator app", id="code", max_length=16)
             yield Static(id="login-message", classes="message")
@@ -63,10 +84,6 @@ class LoginScreen(StoreCalls, Screen):
         message = self.query_one("#login-message", Static)
         message.update(Content(text))
         message.set_class(error, "-error")
-
-    @on(Input.Submitted, "#username")
-    def to_password(self) -> None:
-        self.query_one("#password", Input).focus()
 
     @on(Input.Submitted, "#password")
     def submit_password(self) -> None:
