@@ -171,7 +171,7 @@ async def test_export_into_a_missing_folder_says_so(tmp_path):
         app.screen.query_one(Input).value = str(tmp_path / "no" / "such" / "dir.csv")
         await pilot.press("enter")
         await settle(pilot)
-        assert any("Cannot write" in str(n.message) for n in app._notifications)
+        assert any("cannot write" in str(n.message) and "No such file" in str(n.message) for n in app._notifications)
 
 
 async def test_no_users_yet():

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from store import legacy
+from store import fs, legacy
 from store.csvio import users_to_json
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands ------------------------------------------------------------------------------------
 def cmd_init(args) -> int:
     paths = resolve(args.db, args.key)
+    _check_new_store_paths(paths)
     if paths.db.exists():
         raise Fail(f"a store already exists at {paths.db}; refusing to overwrite it", EXIT_USAGE)
     password = _new_password(args.password_stdin, f"Password for {args.admin}")
@@ -199,6 +200,17 @@ def cmd_init(args) -> int:
     print(f"{admin.username} is Pending: enroll now with `mfa-console enroll {admin.username}`,")
     print("or sign in to the dashboard (`mfa-console`), which enrolls at first sign-in.")
     return EXIT_OK
+
+
+def _check_new_store_paths(paths: StorePaths) -> None:
+    """Before the password is asked: a folder another user could change, or a link where the store
+    or the key would be made, is refused by name (UnsafePath, one line)."""
+    for path in (paths.db, paths.key):
+        try:
+            folder = fs.check_folder(path.parent)
+        except FileNotFoundError:
+            continue  # made 0700 by init
+        fs.check_file(path, folder, secret=True)
 
 
 def cmd_demo(args) -> int:
@@ -289,7 +301,7 @@ def cmd_users(args) -> int:
             raise Fail(f"{args.output} already exists (--force replaces it)", EXIT_USAGE) from exc
         except OSError as exc:
             raise Fail(f"cannot write {args.output}: {exc.strerror}", EXIT_USAGE) from exc
-        print(f"Exported {len(users)} users to {args.output}.", file=sys.stderr)
+        print(f"Exported {len(users)} users to {printable(args.output)}.", file=sys.stderr)
         return EXIT_OK
     raise AssertionError(action)
 

@@ -13,11 +13,11 @@ from store.models import ConfirmResult, Session, Status, User
 from store.validation import printable
 
 from ..widgets.user_grid import BADGES
-from .common import StoreCalls
+from ..work import StoreWork
 from .wizard import EnrollmentWizard
 
 
-class AgentScreen(StoreCalls, Screen):
+class AgentScreen(StoreWork, Screen):
     BINDINGS = [Binding("e", "enroll", "Set up 2FA again"), Binding("o", "app.sign_out", "Sign out")]
 
     def __init__(self, session: Session):

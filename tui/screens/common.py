@@ -1,9 +1,6 @@
-"""Pieces every screen shares: store calls in thread workers, dialogs, the error screen."""
+"""Pieces every screen shares: dialogs, the error screen."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -12,40 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, Static
-from textual.worker import Worker, WorkerState
 
-from store.errors import StoreError
 from store.validation import printable
-
-
-
-class StoreCalls:
-    """Mixin for screens: run a service call in a thread, hand its result back on the UI thread.
-
-    Failures are reported once, here: a StoreError as a notification with its message, anything
-    else as an error notification too (the app keeps running).
-    """
-
-    def call_store(self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], None] | None = None,
-                   group: str = "store", exclusive: bool = False, **kwargs: Any) -> Worker:
-        def job() -> Any:
-            result = fn(*args, **kwargs)
-            if then is not None:
-                self.app.call_from_thread(then, result)
-            return result
-
-        return self.run_worker(job, thread=True, group=group, exclusive=exclusive, exit_on_error=False)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state is not WorkerState.ERROR:
-            return
-        error = event.worker.error
-        message = str(error) if isinstance(error, StoreError) else f"unexpected error: {error!r}"
-        self.store_failed(error)
-        self.notify(printable(message), title="Not done", severity="error", markup=False)
-
-    def store_failed(self, error: BaseException | None) -> None:
-        """Hook: a screen may re-enable its form after a failed call."""
 
 
 class ErrorScreen(Screen):

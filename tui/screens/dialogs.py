@@ -15,10 +15,10 @@ from store.models import NewUser, Role, Session, User
 from store.service import Service
 from store.validation import printable
 
-from .common import StoreCalls
+from ..work import StoreWork
 
 
-class AddUserDialog(StoreCalls, ModalScreen[User | None]):
+class AddUserDialog(StoreWork, ModalScreen[User | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, service: Service, session: Session):

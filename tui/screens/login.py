@@ -18,7 +18,7 @@ from store.service import Service
 from store.validation import printable
 
 from ..cli import os_actor
-from .common import StoreCalls
+from ..work import StoreWork
 
 WRONG = "Wrong username, password or code."
 
@@ -49,7 +49,7 @@ class UsernameInput(Input):
             self.screen.set_focus(self.screen.query_one("#password", Input))
 
 
-class LoginScreen(StoreCalls, Screen):
+class LoginScreen(StoreWork, Screen):
     BINDINGS = [
         Binding("ctrl+r", "toggle_recovery", "Recovery code", tooltip="Sign in with a one-time recovery code"),
         Binding("escape", "restart", "Start over", show=False),
@@ -176,7 +176,7 @@ class LoginScreen(StoreCalls, Screen):
         self.query_one("#username", Input).focus()
 
 
-class FirstRunScreen(StoreCalls, Screen):
+class FirstRunScreen(StoreWork, Screen):
     """No store yet: name the contact center and its first administrator, then enroll them."""
 
     def compose(self) -> ComposeResult:

@@ -24,7 +24,8 @@ from ..commands import MainScreenCommands
 from ..files import write_private, write_users
 from ..widgets.rollout import RolloutView
 from ..widgets.user_grid import Filter, UserGrid, UserIndex
-from .common import ConfirmDialog, PromptDialog, StoreCalls
+from ..work import StoreWork
+from .common import ConfirmDialog, PromptDialog
 from .dialogs import AddUserDialog, ImportErrorsDialog
 
 STATUS_FILTERS: tuple[Status | None, ...] = (None, Status.PENDING, Status.ACTIVATED, Status.DISABLED)
@@ -46,7 +47,7 @@ class Snapshot:
     lock_ends: datetime | None  # the first shown lockout to run out: the view changes then
 
 
-class MainScreen(StoreCalls, Screen):
+class MainScreen(StoreWork, Screen):
     COMMANDS = {MainScreenCommands}
     BINDINGS = [
         Binding("slash", "search", "Search", id="search"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -31,6 +31,7 @@ from store.validation import printable
 
 from ..qr import QRCode, QRTooLarge
 from ..widgets.qr_view import QRView
+from ..work import StoreWork
 
 STEPS = ("intro", "scan", "code", "codes", "done")
 CODE_DIGITS = 6
@@ -41,7 +42,7 @@ def _text(text: str | None) -> Content:
     return Content(printable(text))
 
 
-class EnrollmentWizard(ModalScreen[ConfirmResult | None]):
+class EnrollmentWizard(StoreWork, ModalScreen[ConfirmResult | None]):
     """Set up TOTP for `username`, acting as `actor`. Dismisses with the ConfirmResult, or None."""
 
     DEFAULT_CSS = """
@@ -417,17 +418,15 @@ class EnrollmentWizard(ModalScreen[ConfirmResult | None]):
         self._say("#intro-message", "Creating a new key…", error=False)
         self._begin_enrollment()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="wizard-begin")
     def _begin_enrollment(self) -> None:
-        try:
+        def begin() -> Enrollment | None:
             with self._store_lock:
                 if self._cancelling:
-                    return
-                enrollment = self.service.begin_enrollment(self.actor, self.username)
-        except Exception as error:  # noqa: BLE001 - every failure is shown, the wizard stays usable
-            self.app.call_from_thread(self._begin_failed, error)
-        else:
-            self.app.call_from_thread(self._began, enrollment)
+                    return None
+                return self.service.begin_enrollment(self.actor, self.username)
+
+        # Every failure is shown, and the wizard stays usable.
+        self.call_store(begin, then=self._began, failed=self._begin_failed, group="wizard-begin", exclusive=True)
 
     def _begin_failed(self, error: Exception) -> None:
         self._beginning = False
@@ -440,9 +439,9 @@ class EnrollmentWizard(ModalScreen[ConfirmResult | None]):
             self._halted = True
             self.query_one("#intro-continue", Button).disabled = True
 
-    def _began(self, enrollment: Enrollment) -> None:
+    def _began(self, enrollment: Enrollment | None) -> None:
         self._beginning = False
-        if self._cancelling:
+        if self._cancelling or enrollment is None:
             return
         self.enrollment = enrollment
         self._say("#intro-message", "", error=False)
@@ -491,15 +490,13 @@ class EnrollmentWizard(ModalScreen[ConfirmResult | None]):
         self._say("#code-message", "Checking…", error=False)
         self._confirm_enrollment(code)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="wizard-confirm")
     def _confirm_enrollment(self, code: str) -> None:
-        try:
+        def confirm() -> ConfirmResult:
             with self._store_lock:
-                result = self.service.confirm_enrollment(self.actor, self.username, code)
-        except Exception as error:  # noqa: BLE001
-            self.app.call_from_thread(self._confirm_failed, error)
-        else:
-            self.app.call_from_thread(self._confirmed, result)
+                return self.service.confirm_enrollment(self.actor, self.username, code)
+
+        self.call_store(confirm, then=self._confirmed, failed=self._confirm_failed, group="wizard-confirm",
+                        exclusive=True)  # fmt: skip
 
     def _confirm_failed(self, error: Exception) -> None:
         self._confirming = False
@@ -556,14 +553,14 @@ class EnrollmentWizard(ModalScreen[ConfirmResult | None]):
         self._show("done")
 
     # -- closing -------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, exit_on_error=False, group="wizard-cancel")
     def _cancel_enrollment(self) -> None:
-        try:
+        def cancel() -> None:
             with self._store_lock:  # after a begin still under way, never before it
                 self.service.cancel_enrollment(self.actor, self.username)
-        except Exception:  # noqa: BLE001 - the secret is unconfirmed; a new begin replaces it anyway
-            pass
-        self.app.call_from_thread(self._finish, None)
+
+        # A failure is left alone: the secret is unconfirmed, and a new begin replaces it anyway.
+        finish = lambda _: self._finish(None)  # noqa: E731
+        self.call_store(cancel, then=finish, failed=finish, group="wizard-cancel", exclusive=True)
 
     def _finish(self, result: ConfirmResult | None) -> None:
         if self._finished:

@@ -8,25 +8,19 @@ tables keep their selection and scroll position, the chart gets new data in the 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from rich.cells import cell_len, set_cell_size
-from rich.segment import Segment
-from rich.style import Style
-from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.strip import Strip
 from textual.widgets import ProgressBar, Static
 from textual_plotext import PlotextPlot
 
@@ -38,168 +32,11 @@ from store.validation import printable
 
 from ..files import write_private
 from ..screens.common import PromptDialog
-from .rows import CursorRows
+from ..work import StoreWork
+from .table import Bar, Cell, Column, LineTable
 
 SPANS = (30, 90)  # days the chart shows; `t` switches
-EIGHTHS = " ▏▎▍▌▋▊▉"
 CHASE_CSV_COLUMNS = ("username", "name", "email", "team", "pending_since", "days_pending")
-
-
-# -- a table drawn line by line ---------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Column:
-    title: str
-    min_width: int
-    grow: int = 0  # share of the spare width
-    right: bool = False  # numbers
-    optional: bool = False  # left out when the table is too narrow for every column
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """A cell drawn as a bar filling `percent` of the column, in eighths of a cell."""
-
-    percent: float
-
-
-Cell = str | Bar
-
-
-class RolloutTable(CursorRows):
-    """Rows with a header; only the rows on screen are drawn (a chase list may hold 40k users).
-
-    New rows keep the cursor on the same key and the scroll position as it was, so a live
-    update neither flickers nor moves what the user is looking at.
-    """
-
-    COMPONENT_CLASSES = {"rollout-table--header", "rollout-table--cursor", "rollout-table--bar"}
-
-    class _Row(Message):
-        def __init__(self, table: RolloutTable, key: str | None) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
-
-        @property
-        def control(self) -> RolloutTable:
-            return self.table
-
-    class Highlighted(_Row):
-        """The cursor is on another row (`key` None: no rows)."""
-
-    class Selected(_Row):
-        """Enter, or a click on the row under the cursor."""
-
-    def __init__(self, columns: Sequence[Column], key: Callable[[Any], str],
-                 cells: Callable[[Any], tuple[Cell, ...]], *, id: str | None = None) -> None:  # fmt: skip
-        super().__init__(id=id)
-        self.columns = tuple(columns)
-        self._key = key
-        self._cells = cells
-        self._rows: Sequence[Any] = ()
-        self._layout: tuple[int, list[tuple[int, int]]] = (-1, [])  # (width, [(column, width)])
-
-    @property
-    def rows(self) -> Sequence[Any]:
-        return self._rows
-
-    @property
-    def selected(self) -> str | None:
-        return self._key(self._rows[self.cursor]) if 0 <= self.cursor < len(self._rows) else None
-
-    def set_rows(self, rows: Sequence[Any]) -> None:
-        keep = self.selected
-        index = next((i for i, row in enumerate(rows) if self._key(row) == keep), None) if keep else None
-        self._rows = rows
-        self.virtual_size = Size(self.size.width, len(rows) + 1)
-        cursor = min(index if index is not None else self.cursor, max(len(rows) - 1, 0))
-        if cursor != self.cursor:
-            self.cursor = cursor  # the watcher scrolls it into view only if it left the view
-        elif self.selected != keep:
-            self.post_message(self.Highlighted(self, self.selected))
-        self.refresh()
-
-    def watch_cursor(self) -> None:
-        self._scroll_to_cursor()
-        self.post_message(self.Highlighted(self, self.selected))
-        self.refresh()
-
-    def action_select(self) -> None:
-        if self.selected is not None:
-            self.post_message(self.Selected(self, self.selected))
-
-    def on_click(self, event: events.Click) -> None:
-        index = int(self.scroll_y) + event.y - 1
-        if event.y == 0 or not 0 <= index < len(self._rows):
-            return
-        if index == self.cursor:
-            self.action_select()
-        self.cursor = index
-
-    def _widths(self, width: int) -> list[tuple[int, int]]:
-        """The columns that fit in `width` (optional ones are dropped first) and their widths."""
-        if self._layout[0] != width:
-            shown = list(range(len(self.columns)))
-            need = lambda: sum(self.columns[i].min_width + 1 for i in shown) - 1  # noqa: E731
-            for i in reversed(range(len(self.columns))):
-                if need() > width and self.columns[i].optional:
-                    shown.remove(i)
-            spare = max(width - need(), 0)
-            grow = sum(self.columns[i].grow for i in shown) or 1
-            widths = [self.columns[i].min_width + spare * self.columns[i].grow // grow for i in shown]
-            first_growing = next((n for n, i in enumerate(shown) if self.columns[i].grow), 0)
-            widths[first_growing] += spare - sum(w - self.columns[i].min_width for w, i in zip(widths, shown))
-            self._layout = (width, list(zip(shown, widths)))
-        return self._layout[1]
-
-    def _component(self, name: str) -> Style:
-        """A component's style, its translucent colours blended over the table's background
-        (a Rich style drops the alpha: `$foreground 12%` would come out as the full colour)."""
-        styles = self.get_component_styles(name)
-        under = self.background_colors[1]
-        back = under + styles.background if styles.has_rule("background") else None
-        fore = (back or under) + styles.color if styles.has_rule("color") else None
-        colours = Style(color=fore.rich_color if fore else None, bgcolor=back.rich_color if back else None)
-        return colours + styles.text_style
-
-    def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width  # less the scrollbar, unlike self.size
-        layout = self._widths(width)
-        base = self.rich_style
-        if y == 0:
-            style = base + self._component("rollout-table--header")
-            titles = " ".join(_fit(self.columns[i].title, w, self.columns[i].right) for i, w in layout)
-            return Strip([Segment(titles, style)]).crop_extend(0, width, style)
-        index = int(self.scroll_y) + y - 1
-        if index >= len(self._rows):
-            return Strip.blank(width, base)
-        style = base
-        if index == self.cursor:
-            style += self._component("rollout-table--cursor")
-        cells = self._cells(self._rows[index])
-        segments = []
-        for i, w in layout:
-            cell = cells[i]
-            if isinstance(cell, Bar):
-                eighths = int(max(0.0, min(cell.percent, 100.0)) * w * 8 // 100)
-                full, part = divmod(eighths, 8)
-                bar = ("█" * full + (EIGHTHS[part] if part else "")).ljust(w)
-                segments.append(Segment(bar, style + self._component("rollout-table--bar")))
-            else:
-                segments.append(Segment(_fit(printable(cell), w, self.columns[i].right), style))
-            segments.append(Segment(" ", style))
-        return Strip(segments).crop_extend(0, width, style)
-
-
-class TeamTable(RolloutTable):
-    BINDINGS = [Binding("enter", "select", "Users of team")]
-
-
-def _fit(text: str, width: int, right: bool = False) -> str:
-    """`text` padded or cut (with …) to `width` cells."""
-    if cell_len(text) > width:
-        return set_cell_size(text, max(width - 1, 0)) + "…" if width else ""
-    return " " * (width - cell_len(text)) + text if right else set_cell_size(text, width)
 
 
 def shown_percent(part: int, whole: int) -> str:
@@ -251,7 +88,11 @@ class Numbers:
         return cls(report.overall(users, now), report.teams(users), report.daily(users, now, max(SPANS)), chase)
 
 
-class RolloutView(Vertical):
+class TeamTable(LineTable):
+    BINDINGS = [Binding("enter", "select", "Users of team")]
+
+
+class RolloutView(StoreWork, Vertical):
     BINDINGS = [
         Binding("t", "toggle_span", "30/90 days", id="rollout-span"),
         Binding("x", "export_chase", "Export chase list", id="rollout-export"),
@@ -279,7 +120,7 @@ class RolloutView(Vertical):
         yield Static(id="rollout-recent")
         with Horizontal(id="rollout-lists"):
             yield TeamTable(TEAM_COLUMNS, lambda row: row.team, _team_cells, id="rollout-teams")
-            yield RolloutTable(CHASE_COLUMNS, lambda row: row.user.username, _chase_cells, id="rollout-chase")
+            yield LineTable(CHASE_COLUMNS, lambda row: row.user.username, _chase_cells, id="rollout-chase")
         yield PlotextPlot(id="rollout-chart")
 
     def on_mount(self) -> None:
@@ -294,8 +135,8 @@ class RolloutView(Vertical):
         return self.query_one("#rollout-teams", TeamTable)
 
     @property
-    def chase(self) -> RolloutTable:
-        return self.query_one("#rollout-chase", RolloutTable)
+    def chase(self) -> LineTable:
+        return self.query_one("#rollout-chase", LineTable)
 
     # -- data --------------------------------------------------------------------------------
     def show(self, users: Sequence[User], now: datetime) -> None:
@@ -303,12 +144,10 @@ class RolloutView(Vertical):
         self._asked += 1
         self._compute(users, now, self._asked)
 
-    # Not exclusive: `asked` drops a stale result, and a cancelled worker only breaks its waiters.
-    # A description of its own: by default Textual makes one of repr(users), 0.5 s at 100k users.
-    @work(thread=True, group="rollout", exit_on_error=False, description="rollout report")
     def _compute(self, users: Sequence[User], now: datetime, asked: int) -> None:
-        numbers = Numbers.of(users, now)
-        self.app.call_from_thread(self._apply, numbers, now, asked)
+        # Not exclusive: `asked` drops a stale result, and a cancelled worker only breaks its waiters.
+        self.call_store(Numbers.of, users, now, then=lambda numbers: self._apply(numbers, now, asked),
+                        group="rollout")  # fmt: skip
 
     def _apply(self, numbers: Numbers, now: datetime, asked: int) -> None:
         if asked != self._asked:
@@ -330,11 +169,11 @@ class RolloutView(Vertical):
         self._show_chase()
         self._draw_chart()
 
-    def on_rollout_table_highlighted(self, event: RolloutTable.Highlighted) -> None:
+    def on_line_table_highlighted(self, event: LineTable.Highlighted) -> None:
         if event.table.id == "rollout-teams":
             self._show_chase()
 
-    def on_rollout_table_selected(self, event: RolloutTable.Selected) -> None:
+    def on_line_table_selected(self, event: LineTable.Selected) -> None:
         event.stop()
         if event.table.id == "rollout-teams" and event.key is not None:
             self.post_message(self.TeamChosen(event.key))
@@ -408,23 +247,14 @@ class RolloutView(Vertical):
 
         def chosen(path: str | None) -> None:
             if path:
-                self._export(path, rows)
+                done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
+                self.call_store(write_chase_csv, path, rows, then=done, group="rollout-export")
 
         body = f"CSV of the {len(rows):,} Pending users of {label}, longest pending first:"
         self.app.push_screen(PromptDialog("Export who to chase", body, value=default), chosen)
 
-    @work(thread=True, group="rollout-export", exit_on_error=False, description="export the chase list")
-    def _export(self, path: str, rows: tuple[report.ChaseRow, ...]) -> None:
-        try:
-            write_chase_csv(Path(path).expanduser(), rows)
-        except (OSError, StoreError) as exc:
-            message = printable(f"Cannot write {path}: {getattr(exc, 'strerror', None) or exc}")
-            self.app.call_from_thread(self.notify, message, severity="error", markup=False)
-            return
-        self.app.call_from_thread(self.notify, printable(f"Exported {len(rows):,} users to {path}."), markup=False)
 
-
-def write_chase_csv(target: Path, rows: Sequence[report.ChaseRow]) -> None:
+def write_chase_csv(path: str, rows: Sequence[report.ChaseRow]) -> None:
     """The chase list as CSV, created 0600 (names and emails of staff), never over a file."""
 
     def write(out: TextIO) -> None:
@@ -435,7 +265,12 @@ def write_chase_csv(target: Path, rows: Sequence[report.ChaseRow]) -> None:
             since = u.pending_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if u.pending_since else ""
             writer.writerow(map(csv_cell, (u.username, u.name, u.email, u.team, since, row.days)))
 
-    write_private(target, write)
+    try:
+        write_private(Path(path).expanduser(), write)
+    except FileExistsError as exc:
+        raise StoreError(f"{path} already exists: choose another name") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _nice_top(value: int) -> int:

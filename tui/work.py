@@ -1,0 +1,63 @@
+"""Store calls in thread workers, for screens and widgets alike: the one way they come back.
+
+The service blocks (SQLite, scrypt, fsync), so it is never called on the event loop. A call runs
+in a thread worker; its result or its failure comes back to the node that made it as a message
+(StoreDone, StoreFailed), handled on the UI thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textual.worker import Worker
+
+from store.errors import StoreError
+from store.validation import printable
+
+from .messages import StoreDone, StoreFailed
+
+
+class StoreWork:
+    """Mixin for a Textual screen or widget."""
+
+    def call_store(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        then: Callable[[Any], None] | None = None,
+        failed: Callable[[BaseException], None] | None = None,
+        group: str = "store",
+        exclusive: bool = False,
+        **kwargs: Any,
+    ) -> Worker:
+        """Runs fn(*args, **kwargs) in a thread; `then` gets its result, `failed` its exception
+        (by default `store_failed` and a notification). Both run on the UI thread."""
+
+        def job() -> None:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 -- every failure comes back, as a message
+                self.post_message(StoreFailed(failed, error))
+            else:
+                self.post_message(StoreDone(then, result))
+
+        # A description of its own: by default Textual makes one of repr(args), 0.5 s for 100k users.
+        description = getattr(fn, "__name__", "store call")
+        return self.run_worker(job, thread=True, group=group, exclusive=exclusive, description=description)
+
+    def on_store_done(self, message: StoreDone) -> None:
+        if message.then is not None:
+            message.then(message.result)
+
+    def on_store_failed(self, message: StoreFailed) -> None:
+        error = message.error
+        if message.failed is not None:
+            message.failed(error)
+            return
+        self.store_failed(error)
+        text = str(error) if isinstance(error, StoreError) else f"unexpected error: {error!r}"
+        self.notify(printable(text), title="Not done", severity="error", markup=False)
+
+    def store_failed(self, error: BaseException) -> None:
+        """Hook: re-enable a form, show the store's truth again, after a failed call."""
