@@ -163,6 +163,11 @@ def chase(users: Iterable[User], now: datetime, team: str | None = None) -> tupl
     return tuple(rows)
 
 
+def percent_label(part: int, whole: int) -> str:
+    """The percent as every view shows it: "57%", rounded down."""
+    return f"{floor_percent(part, whole):.0f}%"
+
+
 def floor_percent(part: int, whole: int, decimals: int = 0) -> float:
     """The percent for people, rounded *down* (in integers): 100 only when everyone is done."""
     if not whole:

@@ -149,7 +149,7 @@ async def test_x_exports_the_chase_list(tmp_path):
         await pilot.press("down", "x")
         await pilot.pause()
         assert isinstance(app.screen, PromptDialog)
-        assert app.screen.query_one(Input).value == "~/mfa-chase-20261130.csv"
+        assert app.screen.query_one(Input).value == "~/mfa-chase-billing-2026-11-30.csv"
         app.screen.query_one(Input).value = str(target)
         await pilot.press("enter")
         await settle(pilot)

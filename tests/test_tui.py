@@ -396,13 +396,13 @@ async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
         service.login("bob", "bad-password")
     async with make_app(paths, clock).run_test(size=(120, 24)) as pilot:
         await sign_in(pilot, "ada", "ada-password", code(secret, clock))
-        assert "Bob (locked)" in screen_text(pilot.app)
+        assert "▲ Locked" in screen_text(pilot.app)
         clock.advance(5 * 60 + 1)  # nothing writes to the store: only time passes
         for _ in range(40):
             await pilot.pause(0.05)
-            if "Bob (locked)" not in screen_text(pilot.app):
+            if "▲ Locked" not in screen_text(pilot.app):
                 break
-        assert "Bob (locked)" not in screen_text(pilot.app)
+        assert "▲ Locked" not in screen_text(pilot.app)
 
 
 async def test_import_of_a_missing_file_says_so(paths, service, clock, tmp_path):

@@ -197,7 +197,7 @@ async def test_at_100k_users_the_grid_opens_filters_and_follows_another_process(
         await to_search(pilot)
         for key in "kim":
             await pilot.press(key)
-            assert shown(pilot) == brute(users, pilot.app.screen.search)
+            assert shown(pilot) == brute(users, pilot.app.screen.users_view.search)
         await pilot.press("backspace", "enter", "f")  # "ki", Pending only
         assert shown(pilot) == brute(users, "ki", Status.PENDING)
         target = next(u.username for u in users if u.status is Status.PENDING and "ki" in u.username)

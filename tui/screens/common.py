@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Static
 
 from store.validation import printable
 
@@ -66,7 +66,7 @@ class PromptDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(Content(self.title_text), classes="title")
-            yield Label(Content(self.body), classes="body")
+            yield Static(Content(self.body), classes="body")
             yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
             yield Static(Content("Enter: OK · Esc: cancel"), classes="hint")
 

@@ -1,44 +1,49 @@
-"""The main screen for supervisors and administrators: Users, Security and Audit tabs."""
+"""The main screen for supervisors and administrators: Rollout, Users, Security and Audit tabs.
+
+The screen coordinates: it polls the store, hands each view its data, and turns the views'
+requests and the keys into store calls (in threads) and dialogs. The views keep their own state.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Checkbox, DataTable, Footer, Header, Input, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker
 
 from store.errors import ImportRejected, PermissionDenied, StoreError
-from store.models import AuditEvent, ConfirmResult, Policy, PolicyMode, Role, Rollout, Session, Status, User
+from store.models import AuditEvent, ConfirmResult, Policy, Role, Rollout, Session, Status, User
 from store.validation import printable
 
 from ..commands import MainScreenCommands
 from ..files import write_private, write_users
+from ..widgets.audit import AuditView
 from ..widgets.rollout import RolloutView
-from ..widgets.user_grid import Filter, UserGrid, UserIndex
+from ..widgets.security import SecurityView
+from ..widgets.user_grid import UserIndex
+from ..widgets.users import UsersView
 from ..work import StoreWork
 from .common import ConfirmDialog, PromptDialog
 from .dialogs import AddUserDialog, ImportErrorsDialog
 
-STATUS_FILTERS: tuple[Status | None, ...] = (None, Status.PENDING, Status.ACTIVATED, Status.DISABLED)
 ADMIN_ACTIONS = {"enroll", "reset", "unlock", "add", "deactivate", "import_csv"}
 USER_TAB_ACTIONS = ADMIN_ACTIONS | {"search", "cycle_filter", "export"}
 AUDIT_LIMIT = 1000
+TABS = ("rollout-tab", "users-tab", "security-tab", "audit-tab")
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What a poll read from the store, prepared off the event loop."""
 
-    generation: int
+    generation: tuple[int, int]
     users: tuple[User, ...]
     index: UserIndex  # the users for the grid: sorted, with their search texts
     me: User | None  # the signed-in user's record
@@ -60,11 +65,9 @@ class MainScreen(StoreWork, Screen):
         Binding("i", "import_csv", "Import", show=False, id="import"),
         Binding("x", "export", "Export", show=False, id="export"),
         Binding("escape", "clear_search", "Clear search", show=False),
-        Binding("1", "show_tab('rollout-tab')", "Rollout", show=False),
-        Binding("2", "show_tab('users-tab')", "Users", show=False),
-        Binding("3", "show_tab('security-tab')", "Security", show=False),
-        Binding("4", "show_tab('audit-tab')", "Audit", show=False),
-    ]
+        *(Binding(str(n), f"show_tab('{tab}')", tab.split("-")[0].title(), show=False)
+          for n, tab in enumerate(TABS, start=1)),
+    ]  # fmt: skip
 
     def __init__(self, session: Session):
         super().__init__()
@@ -74,12 +77,9 @@ class MainScreen(StoreWork, Screen):
         self._poll_worker: Worker | None = None
         self._poll_again: bool | None = None  # asked for while a poll ran (True: forced); None: not
         self._audit_worker: Worker | None = None
-        self.status_filter: Status | None = None
-        self.search = ""
-        self.team_filter: str | None = None  # a team chosen on the Rollout tab; "" is "no team"
-        self._audit_version: tuple | None = None
-        self._audit_events: list[AuditEvent] = []
+        self._audit_head: int | None = None
         self._rollout_shown: Snapshot | None = None  # the data the Rollout tab's report is of
+        self._select_after_poll: str | None = None  # a user just added: selected once listed
 
     @property
     def is_admin(self) -> bool:
@@ -92,29 +92,24 @@ class MainScreen(StoreWork, Screen):
             with TabPane("Rollout", id="rollout-tab"):
                 yield RolloutView(id="rollout-view")
             with TabPane("Users", id="users-tab"):
-                with Horizontal(id="rollout"):
-                    yield Static(id="rollout-text")
-                    yield ProgressBar(total=100, show_eta=False, show_percentage=False, id="rollout-bar")
-                yield Input(placeholder="Search username, name or team", id="search")
-                yield Static(id="filter-line")
-                yield UserGrid(id="grid")
+                yield UsersView(id="users-view")
             with TabPane("Security", id="security-tab"):
-                with Vertical(id="security"):
-                    yield Checkbox("Enable 2FA", value=True, id="enable-2fa")
-                    yield Static(id="policy-note")
-                    yield Static(id="policy-details")
+                yield SecurityView(id="security-view")
             with TabPane("Audit", id="audit-tab"):
-                yield Input(placeholder="Filter by user or action", id="audit-filter")
-                yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+                yield AuditView(id="audit-view")
         yield Footer()
+
+    @property
+    def users_view(self) -> UsersView:
+        return self.query_one(UsersView)
+
+    @property
+    def active_tab(self) -> str:
+        return self.query_one(TabbedContent).active
 
     def on_mount(self) -> None:
         self.sub_title = printable(f"{self.session.username} · {self.session.role.value}")
-        search = self.query_one("#search", Input)
-        search.display = False
-        self.watch(search, "value", self.search_changed, init=False)
-        table = self.query_one("#audit-table", DataTable)
-        table.add_columns("Time (UTC)", "Actor", "Action", "Target", "Outcome", "Detail")
+        self.query_one(SecurityView).may_change = self.is_admin
         self._focus_tab()
         self.poll(force=True)
         self.set_interval(self.app.poll_seconds, self.poll)
@@ -130,17 +125,13 @@ class MainScreen(StoreWork, Screen):
         snapshot = self.snapshot
         stale = snapshot is None or (snapshot.lock_ends is not None and self.app.now() >= snapshot.lock_ends)
         known = None if force or stale else snapshot.generation
-        sort = self.query_one(UserGrid).sort
+        sort = self.users_view.grid.sort
         self._poll_worker = self.call_store(self._read_snapshot, known, sort, snapshot is not None,
-                                            then=self._apply_snapshot, group="poll")
-        if self.query_one(TabbedContent).active == "audit-tab":
+                                            then=self._apply_snapshot, group="poll")  # fmt: skip
+        if self.active_tab == "audit-tab":
             self._read_audit_soon()
 
-    def _read_audit_soon(self) -> None:
-        if self._audit_worker is None or not self._audit_worker.is_running:
-            self._audit_worker = self.call_store(self._read_audit, then=self._apply_audit, group="audit")
-
-    def _read_snapshot(self, known: int | None, sort: tuple[int, bool],
+    def _read_snapshot(self, known: tuple[int, int] | None, sort: tuple[int, bool],
                        prepare: bool) -> Snapshot | StoreError | None:  # fmt: skip
         """A failure comes back as a value: the poll reports it once, not every second.
 
@@ -178,7 +169,7 @@ class MainScreen(StoreWork, Screen):
             if self.store_problem != str(snapshot):
                 self.store_problem = str(snapshot)
                 self.notify(printable(f"{snapshot} (showing the last data read)"), severity="error",
-                            timeout=10, markup=False)
+                            timeout=10, markup=False)  # fmt: skip
             return
         self.store_problem = None
         if snapshot is None:
@@ -186,11 +177,14 @@ class MainScreen(StoreWork, Screen):
         self.snapshot = snapshot
         if snapshot.me is not None:
             self.sub_title = printable(f"{snapshot.me.name} · {snapshot.me.role.value}")
-        self._show_rollout(snapshot.rollout)
+        self.users_view.show(snapshot.index, snapshot.rollout)
+        if self._select_after_poll is not None:
+            self.users_view.grid.select(self._select_after_poll)
+            self._select_after_poll = None
+        security = self.query_one(SecurityView)
+        security.active_users = snapshot.rollout.total
+        security.policy = snapshot.policy
         self._show_rollout_tab()
-        self._show_policy(snapshot.policy, snapshot.rollout)
-        self.query_one(UserGrid).set_users(snapshot.index)
-        self._filter()
 
     def _rollout_tick(self) -> None:
         """Days pending and "today" move with the clock, not only when the store changes."""
@@ -201,72 +195,12 @@ class MainScreen(StoreWork, Screen):
         """The Rollout tab's report (a pass over every user, in a thread) is made only while the
         tab shows: an administrator lands on the Users grid and need not wait for it."""
         snapshot = self.snapshot
-        if snapshot is None or snapshot is self._rollout_shown:
+        if snapshot is None or snapshot is self._rollout_shown or self.active_tab != "rollout-tab":
             return
-        if self.query_one(TabbedContent).active == "rollout-tab":
-            self._rollout_shown = snapshot
-            self.query_one(RolloutView).show(snapshot.users, self.app.now())
+        self._rollout_shown = snapshot
+        self.query_one(RolloutView).show(snapshot.users, self.app.now())
 
-    @on(RolloutView.TeamChosen)
-    def team_chosen(self, event: RolloutView.TeamChosen) -> None:
-        self.team_filter = event.team
-        self.query_one(TabbedContent).active = "users-tab"
-        self.query_one(UserGrid).focus()
-        self._filter()
-
-    def _show_rollout(self, rollout: Rollout) -> None:
-        text = (
-            f"Activated {rollout.activated:,} of {rollout.total:,} ({rollout.percent:.0f}%)  ·  "
-            f"Pending {rollout.pending:,}  ·  Disabled {rollout.disabled:,}"
-        )
-        self.query_one("#rollout-text", Static).update(Content(text))
-        self.query_one("#rollout-bar", ProgressBar).update(progress=rollout.percent)
-
-    def _filter(self) -> None:
-        snapshot = self.snapshot
-        if snapshot is None:
-            return
-        wanted = self.status_filter
-        team = self.team_filter
-        grid = self.query_one(UserGrid)
-        grid.set_filter(Filter(self.search.casefold(), wanted, team))
-        status = wanted.value.title() if wanted else "all"
-        search = f' · search "{self.search}"' if self.search else ""
-        team_note = f' · team "{team or "(no team)"}" (esc: all)' if team is not None else ""
-        line = f"Showing {len(grid.rows):,} of {len(snapshot.users):,} · filter (f): {status}{search}{team_note}"
-        self.query_one("#filter-line", Static).update(Content(printable(line)))
-
-    # -- search and filter ---------------------------------------------------------------------
-    def action_search(self) -> None:
-        search = self.query_one("#search", Input)
-        search.display = True
-        search.focus()
-
-    def search_changed(self, value: str) -> None:
-        """Watches the search box: the grid is filtered in the frame that echoes the key (an
-        Input.Changed message would arrive after that frame, and the result one frame later)."""
-        self.search = value.strip()
-        self._filter()
-
-    @on(Input.Submitted, "#search")
-    def search_done(self) -> None:
-        self.query_one(UserGrid).focus()
-
-    def action_clear_search(self) -> None:
-        search = self.query_one("#search", Input)
-        if search.display:
-            search.value = ""
-            search.display = False
-            self.query_one(UserGrid).focus()
-        elif self.team_filter is not None:
-            self.team_filter = None
-            self._filter()
-
-    def action_cycle_filter(self) -> None:
-        index = STATUS_FILTERS.index(self.status_filter)
-        self.status_filter = STATUS_FILTERS[(index + 1) % len(STATUS_FILTERS)]
-        self._filter()
-
+    # -- tabs ----------------------------------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
@@ -275,31 +209,50 @@ class MainScreen(StoreWork, Screen):
         self.refresh_bindings()
         self._focus_tab()
         self._show_rollout_tab()
-        if self.query_one(TabbedContent).active == "audit-tab":
-            self._audit_version = None
+        if self.active_tab == "audit-tab":
+            self._audit_head = None
             self._read_audit_soon()
 
     def _focus_tab(self) -> None:
-        """Keys act on the tab shown: the team table on Rollout, the grid on Users."""
-        active = self.query_one(TabbedContent).active
-        if active == "rollout-tab":
-            self.query_one(RolloutView).teams.focus()
-        elif active == "users-tab":
-            self.query_one(UserGrid).focus()
+        """The keyboard goes to the tab shown. Focus left in a hidden tab would switch back to
+        it (a TabbedContent shows the pane of the focused widget)."""
+        focus = {
+            "rollout-tab": lambda: self.query_one(RolloutView).teams.focus(),
+            "users-tab": self.users_view.focus_first,
+            "security-tab": self.query_one(SecurityView).focus_first,
+            "audit-tab": self.query_one(AuditView).focus_first,
+        }
+        focus[self.active_tab]()
+
+    @on(RolloutView.TeamChosen)
+    def team_chosen(self, event: RolloutView.TeamChosen) -> None:
+        self.users_view.team_filter = event.team
+        self.action_show_tab("users-tab")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ADMIN_ACTIONS and not self.is_admin:
             return False  # hidden: a supervisor sees none of these (and the store refuses them)
         if action in USER_TAB_ACTIONS:
             try:
-                return self.query_one(TabbedContent).active == "users-tab"
+                return self.active_tab == "users-tab"
             except NoMatches:  # asked before the tabs exist
                 return True
         return True
 
+    # -- search and filter ---------------------------------------------------------------------
+    def action_search(self) -> None:
+        self.users_view.open_search()
+
+    def action_clear_search(self) -> None:
+        if self.active_tab == "users-tab":
+            self.users_view.clear()
+
+    def action_cycle_filter(self) -> None:
+        self.users_view.cycle_status()
+
     # -- actions on the selected user ----------------------------------------------------------
     def selected(self) -> User | None:
-        user = self.query_one(UserGrid).selected
+        user = self.users_view.selected
         if user is None:
             self.notify("No user selected.", severity="warning")
         return user
@@ -317,21 +270,31 @@ class MainScreen(StoreWork, Screen):
                 self.notify(printable(f"2FA is active for {user.username}."), markup=False)
             self.poll()
 
-        from .wizard import EnrollmentWizard  # segno and the wizard load only for enrollment
+        def start(yes: bool | None = True) -> None:
+            if yes:
+                from .wizard import EnrollmentWizard  # segno and the wizard load only for enrollment
 
-        self.app.push_screen(EnrollmentWizard(self.app.service, self.session, user.username), done)
+                self.app.push_screen(EnrollmentWizard(self.app.service, self.session, user.username), done)
+
+        if user.status is Status.ACTIVATED:
+            body = (f"{printable(user.name)} ({printable(user.username)}) has 2FA set up already.\n\n"
+                    "Enrolling again gives them a new key: their current authenticator entry stops "
+                    "working once the new one is confirmed.")  # fmt: skip
+            self.app.push_screen(ConfirmDialog("Enroll again", body, "Enroll again"), start)
+        else:
+            start()
 
     def action_reset(self) -> None:
         user = self.selected()
         if user is None:
             return
         body = (
-            f"Reset two-factor authentication of {user.name} ({user.username})?\n\n"
+            f"Reset two-factor authentication of {printable(user.name)} ({printable(user.username)})?\n\n"
             "Their authenticator entry and recovery codes stop working at once; "
             "they set up 2FA again at their next sign-in."
         )
-        self._confirm_then("Reset 2FA", printable(body), "Reset 2FA", self.app.service.reset_2fa, user,
-                           f"2FA of {user.username} reset: Pending.")
+        self._confirm_then("Reset 2FA", body, "Reset 2FA", self.app.service.reset_2fa, user,
+                           f"2FA of {user.username} reset: Pending.")  # fmt: skip
 
     def action_unlock(self) -> None:
         user = self.selected()
@@ -345,9 +308,10 @@ class MainScreen(StoreWork, Screen):
         if not user.active:
             self._do(self.app.service.set_active, user, f"{user.username} is active again.", True)
             return
-        body = f"Deactivate {user.name} ({user.username})? They can no longer sign in until reactivated."
-        self._confirm_then("Deactivate user", printable(body), "Deactivate", self.app.service.set_active, user,
-                           f"{user.username} is deactivated.", False)
+        body = (f"Deactivate {printable(user.name)} ({printable(user.username)})?\n\n"
+                "They can no longer sign in until reactivated.")  # fmt: skip
+        self._confirm_then("Deactivate user", body, "Deactivate", self.app.service.set_active, user,
+                           f"{user.username} is deactivated.", False)  # fmt: skip
 
     def _confirm_then(self, title, body, confirm, fn, user: User, done: str, *args) -> None:
         def answered(yes: bool | None) -> None:
@@ -367,20 +331,19 @@ class MainScreen(StoreWork, Screen):
         def added(user: User | None) -> None:
             if user is not None:
                 self.notify(printable(f"Added {user.username}."), markup=False)
+                self._select_after_poll = user.username
                 self.poll()
 
         self.app.push_screen(AddUserDialog(self.app.service, self.session), added)
 
+    # -- files ---------------------------------------------------------------------------------
     def action_import_csv(self) -> None:
         def chosen(path: str | None) -> None:
             if path:
                 self.call_store(self._import, path, then=self._imported, group="action")
 
-        self.app.push_screen(
-            PromptDialog("Import users", "CSV file with header username,name,email,role,team:",
-                         placeholder="/path/to/users.csv"),
-            chosen,
-        )
+        body = "CSV file with the header username,name,email,role,team (all rows or none):"
+        self.app.push_screen(PromptDialog("Import users", body, placeholder="/path/to/users.csv"), chosen)
 
     def _import(self, path: str) -> int | ImportRejected:
         try:
@@ -396,73 +359,55 @@ class MainScreen(StoreWork, Screen):
         if isinstance(result, ImportRejected):
             self.app.push_screen(ImportErrorsDialog(result))
             return
-        self.notify(f"Imported {result:,} users.")
+        self.notify(f"Imported {result:,} user{'' if result == 1 else 's'}.")
         self.poll()
 
     def action_export(self) -> None:
-        default = f"~/mfa-users-{datetime.now(UTC):%Y%m%d}.csv"
+        """Exports what the grid shows: the search and the filters apply, and the dialog says so."""
+        rows = list(self.users_view.grid.rows)
+        total = len(self.snapshot.users) if self.snapshot else len(rows)
+        what = "every user" if len(rows) == total else f"the {len(rows):,} users the search and filter show, of {total:,}"
+        default = f"~/mfa-users-{self.app.now():%Y-%m-%d}.csv"
 
         def chosen(path: str | None) -> None:
             if path:
-                self.call_store(self._export, path, then=lambda n: self.notify(
-                    printable(f"Exported {n:,} users to {path}."), markup=False), group="action")
+                self._export(path, rows, force=False)
 
-        self.app.push_screen(PromptDialog("Export users", "File to write (.json for JSON, else CSV):",
-                                          value=default), chosen)
+        body = f"Export {what}. File (.json for JSON, else CSV):"
+        self.app.push_screen(PromptDialog("Export users", body, value=default), chosen)
 
-    def _export(self, path: str) -> int:
-        users = self.app.service.list_users(self.session)
-        target = Path(path).expanduser()
-        fmt = "json" if target.suffix.lower() == ".json" else "csv"
-        try:
-            write_private(target, lambda out: write_users(users, out, fmt))
-        except FileExistsError as exc:
-            raise StoreError(f"{path} already exists: choose another name") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        return len(users)
+    def _export(self, path: str, rows: list[User], *, force: bool) -> None:
+        def exists(error: BaseException) -> None:
+            if not isinstance(error, FileExistsError):
+                self.notify(printable(f"cannot write {path}: {getattr(error, 'strerror', None) or error}"),
+                            title="Not done", severity="error", markup=False)  # fmt: skip
+                return
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self._export(path, rows, force=True)
+
+            body = f"{printable(path)} exists already. Replace it?"
+            self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
+
+        done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
+        self.call_store(export_users, path, rows, force, then=done, failed=exists, group="action")
 
     # -- security tab --------------------------------------------------------------------------
-    def _show_policy(self, policy: Policy, rollout: Rollout) -> None:
-        box = self.query_one("#enable-2fa", Checkbox)
-        with box.prevent(Checkbox.Changed):
-            box.value = policy.enabled
-        mandatory = policy.mode is PolicyMode.MANDATORY
-        box.disabled = mandatory or not self.is_admin
-        if mandatory:
-            note = "Your provider makes 2FA mandatory on this contact center's plan: it cannot be turned off."
-        elif not self.is_admin:
-            note = "2FA is optional on this plan; administrators can turn it off. You can view it only."
-        else:
-            note = "2FA is optional on this plan. Unchecking turns it off for every user (they become Disabled)."
-        self.query_one("#policy-note", Static).update(Content(note))
-        details = "\n".join(
-            [
-                f"Issuer (shown in apps)  {printable(policy.issuer)}",
-                f"Plan                    2FA {policy.mode.value}; currently {'on' if policy.enabled else 'off'}",
-                f"Codes                   TOTP (RFC 6238), {policy.digits} digits, new every {policy.period} s",
-                f"Clock window            ±{policy.window} step (±{policy.window * policy.period} s); a code works once",
-                f"Lockout                 {policy.max_failures} failures lock for {policy.lock_minutes} min,",
-                f"                        doubling each time, up to {policy.lock_cap_minutes} min",
-                f"Users                   {rollout.total:,} active accounts",
-            ]
-        )
-        self.query_one("#policy-details", Static).update(Content(details))
+    @on(SecurityView.EnableRequested)
+    def enable_requested(self, event: SecurityView.EnableRequested) -> None:
+        def changed(policy: Policy) -> None:
+            self.notify(f"2FA is now {'on' if policy.enabled else 'off'} for the contact center.")
+            self.poll()
 
-    @on(Checkbox.Changed, "#enable-2fa")
-    def toggle_2fa(self, event: Checkbox.Changed) -> None:
-        if event.value:
-            self.call_store(self.app.service.set_enabled, self.session, True, then=self._policy_changed,
-                            group="action")
+        if event.enabled:
+            self.call_store(self.app.service.set_enabled, self.session, True, then=changed, group="action")
             return
-        with event.checkbox.prevent(Checkbox.Changed):
-            event.checkbox.value = True  # stays on until confirmed
         count = self.snapshot.rollout.total if self.snapshot else 0
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.call_store(self.app.service.set_enabled, self.session, False, then=self._policy_changed,
-                                group="action")
+                self.call_store(self.app.service.set_enabled, self.session, False, then=changed, group="action")
 
         body = (
             f"Turn off two-factor authentication for the whole contact center?\n\n"
@@ -471,40 +416,33 @@ class MainScreen(StoreWork, Screen):
         )
         self.app.push_screen(ConfirmDialog("Turn off 2FA", body, "Turn off 2FA"), answered)
 
-    def _policy_changed(self, policy: Policy) -> None:
-        self.notify(f"2FA is now {'on' if policy.enabled else 'off'} for the contact center.")
-        self.poll()
-
-    def store_failed(self, error: BaseException | None) -> None:
+    def store_failed(self, error: BaseException) -> None:
         self.poll(force=True)  # show the store's truth again (e.g. a refused policy change)
 
     # -- audit tab -----------------------------------------------------------------------------
+    def _read_audit_soon(self) -> None:
+        if self._audit_worker is None or not self._audit_worker.is_running:
+            self._audit_worker = self.call_store(self._read_audit, then=self._apply_audit, group="audit")
+
     def _read_audit(self) -> list[AuditEvent] | None:
-        version = self.app.service.audit_version()
-        if version == self._audit_version:
+        head = self.app.service.audit_version()
+        if head == self._audit_head:
             return None
-        self._audit_version = version
+        self._audit_head = head
         return self.app.service.audit(self.session, limit=AUDIT_LIMIT)
 
     def _apply_audit(self, events: list[AuditEvent] | None) -> None:
         if events is not None:
-            self._audit_events = events
-        self._show_audit()
+            self.query_one(AuditView).show(events)
 
-    @on(Input.Changed, "#audit-filter")
-    def _show_audit(self) -> None:
-        query = self.query_one("#audit-filter", Input).value.strip().casefold()
-        table = self.query_one("#audit-table", DataTable)
-        table.clear()
-        for e in self._audit_events:
-            cells = (
-                e.at.astimezone(UTC).strftime("%m-%d %H:%M:%S"),
-                e.actor,
-                e.action,
-                e.target or "—",
-                e.outcome,
-                e.detail or "",
-            )
-            if query and not any(query in c.casefold() for c in cells[1:4]):
-                continue
-            table.add_row(*(Content(printable(c)) for c in cells))
+
+def export_users(path: str, users: list[User], force: bool) -> None:
+    """Runs in a thread: CSV, or JSON for a .json name; FileExistsError unless `force`."""
+    target = Path(path).expanduser()
+    fmt = "json" if target.suffix.lower() == ".json" else "csv"
+    try:
+        write_private(target, lambda out: write_users(users, out, fmt), force=force)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -8,6 +8,7 @@ tables keep their selection and scroll position, the chart gets new data in the 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,16 +32,12 @@ from store.models import User
 from store.validation import printable
 
 from ..files import write_private
-from ..screens.common import PromptDialog
+from ..screens.common import ConfirmDialog, PromptDialog
 from ..work import StoreWork
 from .table import Bar, Cell, Column, LineTable
 
 SPANS = (30, 90)  # days the chart shows; `t` switches
 CHASE_CSV_COLUMNS = ("username", "name", "email", "team", "pending_since", "days_pending")
-
-
-def shown_percent(part: int, whole: int) -> str:
-    return f"{report.floor_percent(part, whole):.0f}%"
 
 
 TEAM_COLUMNS = (
@@ -61,7 +58,7 @@ CHASE_COLUMNS = (
 
 def _team_cells(row: report.TeamRow) -> tuple[Cell, ...]:
     return (row.label, f"{row.users:,}", f"{row.activated:,}", f"{row.pending:,}",
-            shown_percent(row.activated, row.users), Bar(row.percent))  # fmt: skip
+            report.percent_label(row.activated, row.users), Bar(row.percent))  # fmt: skip
 
 
 def _chase_cells(row: report.ChaseRow) -> tuple[Cell, ...]:
@@ -155,7 +152,7 @@ class RolloutView(StoreWork, Vertical):
         self.numbers, self.now = numbers, now
         o = numbers.overall
         if o.total:
-            summary = f"Activated {o.activated:,} of {o.total:,} ({shown_percent(o.activated, o.total)})"
+            summary = f"Activated {o.activated:,} of {o.total:,} ({report.percent_label(o.activated, o.total)})"
         else:
             summary = "No active accounts yet"
         self.query_one("#rollout-summary", Static).update(Content(summary))
@@ -243,19 +240,37 @@ class RolloutView(StoreWork, Vertical):
             self.notify("Nobody to chase here.", severity="warning")
             return
         label = printable(team or report.NO_TEAM)
-        default = f"~/mfa-chase-{(self.now or datetime.now(UTC)):%Y%m%d}.csv"
+        slug = re.sub(r"[^a-z0-9]+", "-", (team or "no-team").casefold()).strip("-") or "team"
+        default = f"~/mfa-chase-{slug}-{(self.now or datetime.now(UTC)):%Y-%m-%d}.csv"
 
         def chosen(path: str | None) -> None:
             if path:
-                done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
-                self.call_store(write_chase_csv, path, rows, then=done, group="rollout-export")
+                self._export(path, rows, force=False)
 
-        body = f"CSV of the {len(rows):,} Pending users of {label}, longest pending first:"
+        body = f"The {len(rows):,} Pending users of {label}, longest pending first, as CSV. File:"
         self.app.push_screen(PromptDialog("Export who to chase", body, value=default), chosen)
 
+    def _export(self, path: str, rows: tuple[report.ChaseRow, ...], *, force: bool) -> None:
+        def failed(error: BaseException) -> None:
+            if not isinstance(error, FileExistsError):
+                self.notify(printable(f"cannot write {path}: {getattr(error, 'strerror', None) or error}"),
+                            title="Not done", severity="error", markup=False)  # fmt: skip
+                return
 
-def write_chase_csv(path: str, rows: Sequence[report.ChaseRow]) -> None:
-    """The chase list as CSV, created 0600 (names and emails of staff), never over a file."""
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self._export(path, rows, force=True)
+
+            body = f"{printable(path)} exists already. Replace it?"
+            self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
+
+        done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
+        self.call_store(write_chase_csv, path, rows, force, then=done, failed=failed, group="rollout-export")
+
+
+def write_chase_csv(path: str, rows: Sequence[report.ChaseRow], force: bool = False) -> None:
+    """The chase list as CSV, created 0600 (names and emails of staff); FileExistsError unless
+    `force` for a file that exists."""
 
     def write(out: TextIO) -> None:
         writer = csv.writer(out, lineterminator="\n")
@@ -266,9 +281,9 @@ def write_chase_csv(path: str, rows: Sequence[report.ChaseRow]) -> None:
             writer.writerow(map(csv_cell, (u.username, u.name, u.email, u.team, since, row.days)))
 
     try:
-        write_private(Path(path).expanduser(), write)
-    except FileExistsError as exc:
-        raise StoreError(f"{path} already exists: choose another name") from exc
+        write_private(Path(path).expanduser(), write, force=force)
+    except FileExistsError:
+        raise
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
 

@@ -17,6 +17,7 @@ from itertools import compress
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
+from rich.style import Style
 from textual import events, work
 from textual.binding import Binding
 from textual.geometry import Size
@@ -29,37 +30,45 @@ from store.validation import printable
 from .rows import CursorRows
 
 BADGES = {Status.PENDING: "○ Pending", Status.ACTIVATED: "● Activated", Status.DISABLED: "– Disabled"}
+DEACTIVATED, LOCKED = "✕ Deactivated", "▲ Locked"
 ORDERS_KEPT = 2  # sort orders kept per snapshot (each holds a search text per user)
 RESULTS_KEPT = 8  # filter results kept per order: backspace, and the base a longer query refines
+USERNAME_SHOWN = 20  # a username this long is never cut at 80 columns: it is the identity
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
     key: str
     title: str
-    min_width: int
+    min_width: int  # at least the title and a sort arrow
     grow: int  # share of the spare width
     cell: Callable[[User], str]
     sort_key: Callable[[User], object]
+    optional: bool = False  # left out, right to left, when the grid is too narrow
 
 
 def _day(at: datetime | None) -> str:
-    return at.astimezone(UTC).strftime("%d %b %y") if at else "—"
+    return at.astimezone(UTC).strftime("%Y-%m-%d") if at else "—"
 
 
-def _flags(user: User) -> str:
-    return " (off)" if not user.active else " (locked)" if user.locked_until else ""
+def badge(user: User) -> str:
+    """The Status cell: the account's state when it keeps the user out, else the 2FA status."""
+    if not user.active:
+        return DEACTIVATED
+    return LOCKED if user.locked_until else BADGES[user.status]
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)  # sorts never-activated users first
 COLUMNS: tuple[Column, ...] = (
-    Column("username", "Username", 10, 2, lambda u: u.username, lambda u: u.username.casefold()),
-    Column("name", "Name", 10, 3, lambda u: u.name + _flags(u), lambda u: u.name.casefold()),
+    Column("username", "Username", 10, 1, lambda u: u.username, lambda u: u.username.casefold()),
+    Column("name", "Name", 10, 3, lambda u: u.name, lambda u: u.name.casefold()),
     Column("role", "Role", 10, 0, lambda u: u.role.value, lambda u: u.role.value),
-    Column("team", "Team", 8, 2, lambda u: u.team or "—", lambda u: (u.team or "").casefold()),
-    Column("status", "2FA", 11, 0, lambda u: BADGES[u.status], lambda u: u.status.value),
-    Column("activated", "Activated", 9, 0, lambda u: _day(u.activated_at), lambda u: u.activated_at or _EPOCH),
-    Column("last_login", "Last login", 10, 0, lambda u: _day(u.last_login_at), lambda u: u.last_login_at or _EPOCH),
+    Column("status", "Status", 13, 0, badge, lambda u: (u.active, u.locked_until is None, u.status.value)),
+    Column("team", "Team", 8, 2, lambda u: u.team or "—", lambda u: (u.team or "").casefold(), optional=True),
+    Column("activated", "Activated", 11, 0, lambda u: _day(u.activated_at), lambda u: u.activated_at or _EPOCH,
+           optional=True),
+    Column("last_login", "Last login", 12, 0, lambda u: _day(u.last_login_at), lambda u: u.last_login_at or _EPOCH,
+           optional=True),
 )
 
 
@@ -151,6 +160,9 @@ class UserIndex:
 
     def __init__(self, users: Sequence[User] = ()):
         self.users = users
+        # The username column's width: the longest username, up to USERNAME_SHOWN.
+        longest = max(map(len, (u.username for u in users)), default=0)
+        self.username_width = max(COLUMNS[0].min_width, min(longest, USERNAME_SHOWN))
         self._by_username: list[User] | None = None
         self._orders: dict[tuple[int, bool], Order] = {}
 
@@ -200,7 +212,48 @@ class UserGrid(CursorRows):
         "user-grid--activated",
         "user-grid--disabled",
         "user-grid--inactive",
+        "user-grid--locked",
+        "user-grid--empty",
     }
+    DEFAULT_CSS = """
+    UserGrid {
+        overflow-x: hidden;
+        scrollbar-size-vertical: 1;
+    }
+    UserGrid > .user-grid--header {
+        text-style: bold;
+        background: $panel;
+    }
+    UserGrid > .user-grid--cursor {
+        background: $block-cursor-blurred-background;
+    }
+    UserGrid:focus > .user-grid--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+    }
+    /* The status words carry the meaning; colour only helps (and is left off the cursor row). */
+    UserGrid > .user-grid--pending {
+        color: $text-warning;
+        text-style: bold;
+    }
+    UserGrid > .user-grid--activated {
+        color: $text-success;
+        text-style: bold;
+    }
+    UserGrid > .user-grid--disabled {
+        color: $text-disabled;
+    }
+    UserGrid > .user-grid--locked {
+        color: $text-error;
+        text-style: bold;
+    }
+    UserGrid > .user-grid--inactive {
+        text-style: dim;
+    }
+    UserGrid > .user-grid--empty {
+        color: $text-muted;
+    }
+    """
     BINDINGS = [
         Binding("s", "sort", "Sort", tooltip="Sort by the next column; S reverses"),
         Binding("S", "reverse", "Reverse sort", show=False),
@@ -216,7 +269,7 @@ class UserGrid(CursorRows):
         self._order = self._index.order(0, False)
         self._filter = Filter()
         self._rows = Rows(self._order.users, range(0))
-        self._widths: list[int] = []
+        self._layout: tuple[tuple[int, int], list[tuple[int, int]]] = ((-1, -1), [])
 
     # -- data ----------------------------------------------------------------------------------
     @property
@@ -237,6 +290,17 @@ class UserGrid(CursorRows):
         """New data; the order for the current sort is best built already (off the event loop)."""
         self._index = index
         self._arrange()
+
+    def select(self, username: str) -> bool:
+        """Puts the cursor on `username` if it is shown."""
+        position = self._order.position(username)
+        if position is None:
+            return False
+        i = bisect_left(self._rows.positions, position)
+        if i < len(self._rows) and self._rows.positions[i] == position:
+            self.cursor = i
+            return True
+        return False
 
     def set_filter(self, wanted: Filter) -> None:
         """Which users show; the cursor stays on the same user."""
@@ -304,7 +368,7 @@ class UserGrid(CursorRows):
         y = event.y
         if y == 0:
             x = event.x + int(self.scroll_x)
-            for i, width in enumerate(self._widths):
+            for i, width in self._column_widths(self.size.width):
                 if x < width + 1:
                     if i == self.sort_column:
                         self.sort_reverse = not self.sort_reverse
@@ -316,28 +380,35 @@ class UserGrid(CursorRows):
             self.cursor = max(0, min(int(self.scroll_y) + y - 1, len(self._rows) - 1))
 
     # -- drawing -------------------------------------------------------------------------------
-    def on_resize(self) -> None:
-        self._widths = []  # CursorRows.on_resize runs too: virtual size and scroll
-
-    def _column_widths(self, width: int) -> list[int]:
-        if not self._widths or sum(self._widths) + len(self._widths) != width:
-            spare = width - sum(c.min_width for c in COLUMNS) - len(COLUMNS)
-            grow = sum(c.grow for c in COLUMNS)
-            widths = [c.min_width + max(spare, 0) * c.grow // grow for c in COLUMNS]
-            widths[1] += width - sum(widths) - len(COLUMNS)  # rounding left-over to the name
-            self._widths = widths
-        return self._widths
+    def _column_widths(self, width: int) -> list[tuple[int, int]]:
+        """(column, width) of the columns shown: optional ones go, right to left, before the
+        username would be cut."""
+        key = (width, self._index.username_width)
+        if self._layout[0] != key:
+            mins = [max(c.min_width, self._index.username_width) if i == 0 else c.min_width
+                    for i, c in enumerate(COLUMNS)]  # fmt: skip
+            shown = list(range(len(COLUMNS)))
+            need = lambda: sum(mins[i] + 1 for i in shown)  # noqa: E731
+            for i in reversed(range(len(COLUMNS))):
+                if need() > width and COLUMNS[i].optional:
+                    shown.remove(i)
+            spare = max(width - need(), 0)
+            grow = sum(COLUMNS[i].grow for i in shown) or 1
+            widths = [mins[i] + spare * COLUMNS[i].grow // grow for i in shown]
+            widths[1] += width - sum(widths) - len(shown)  # what rounding left, to the name
+            self._layout = (key, list(zip(shown, widths)))
+        return self._layout[1]
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        widths = self._column_widths(width)
+        layout = self._column_widths(width)
         base = self.rich_style
         if y == 0:
             header = self.get_component_rich_style("user-grid--header")
             titles = []
-            for i, column in enumerate(COLUMNS):
+            for i, w in layout:
                 arrow = (" ▼" if self.sort_reverse else " ▲") if i == self.sort_column else ""
-                titles.append(_fit(column.title + arrow, widths[i]))
+                titles.append(_fit(COLUMNS[i].title + arrow, w))
             return Strip([Segment(" ".join(titles) + " ", base + header)]).crop_extend(0, width, base + header)
         if not self._order.requested and not self._order.prepared:
             # The first rows of an order are drawn before its search lists exist. Asked for from
@@ -346,17 +417,28 @@ class UserGrid(CursorRows):
             self.call_after_refresh(self._prepare, self._order)
         index = int(self.scroll_y) + y - 1
         if index >= len(self._rows):
+            if index == 0:  # nothing to show: say why, rather than a blank grid
+                empty = "No user matches the search and filter (Esc clears the search, f the filter)."
+                if self._filter == Filter():
+                    empty = "No users yet." if not self._index.users else "Reading the users…"
+                style = base + self.get_component_rich_style("user-grid--empty", partial=True)
+                return Strip([Segment(_fit(empty, width), style)]).crop_extend(0, width, base)
             return Strip.blank(width, base)
         user = self._rows[index]
         row_style = base + self.get_component_rich_style("user-grid--cursor", partial=True) if index == self.cursor else base
         if not user.active:
             row_style += self.get_component_rich_style("user-grid--inactive", partial=True)
+        state = "inactive" if not user.active else "locked" if user.locked_until else user.status.value
         segments = []
-        for i, column in enumerate(COLUMNS):
-            text = _fit(printable(column.cell(user)), widths[i])
+        for i, w in layout:
+            column = COLUMNS[i]
+            text = _fit(printable(column.cell(user)), w)
             style = row_style
             if column.key == "status":
-                style = row_style + self.get_component_rich_style(f"user-grid--{user.status.value}", partial=True)
+                status_style = self.get_component_rich_style(f"user-grid--{state}", partial=True)
+                # On the cursor row the status keeps the cursor's colours (green on a light
+                # cursor is unreadable in some themes): the words and the weight tell it.
+                style = row_style + (Style(bold=status_style.bold) if index == self.cursor else status_style)
             segments.append(Segment(text, style))
             segments.append(Segment(" ", row_style))
         return Strip(segments).crop_extend(0, width, row_style)
