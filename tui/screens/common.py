@@ -12,6 +12,8 @@ from textual.widgets import Button, Input, Static
 
 from store.validation import printable
 
+from ..widgets.fields import Field, TypedKeysGuard
+
 
 class ErrorScreen(Screen):
     """The store cannot be opened: say why, change nothing, let the user quit."""
@@ -29,7 +31,7 @@ class ErrorScreen(Screen):
             yield Static(Content("Nothing was changed. Press q to quit."), classes="hint")
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class ConfirmDialog(TypedKeysGuard, ModalScreen[bool]):
     """A yes/no question; Enter confirms only when the confirm button has focus."""
 
     BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
@@ -54,7 +56,7 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(event.button.id == "confirm")
 
 
-class PromptDialog(ModalScreen[str | None]):
+class PromptDialog(TypedKeysGuard, ModalScreen[str | None]):
     """One line of input (a file path): Enter accepts, Escape cancels."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
@@ -67,7 +69,7 @@ class PromptDialog(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Static(Content(self.title_text), classes="title")
             yield Static(Content(self.body), classes="body")
-            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Field(self.value, placeholder=self.placeholder, id="prompt-input")
             yield Static(Content("Enter: OK · Esc: cancel"), classes="hint")
 
     @on(Input.Submitted)

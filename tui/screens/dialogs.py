@@ -15,10 +15,11 @@ from store.models import NewUser, Role, Session, User
 from store.service import Service
 from store.validation import printable
 
+from ..widgets.fields import Field, TypedKeysGuard
 from ..work import StoreWork
 
 
-class AddUserDialog(StoreWork, ModalScreen[User | None]):
+class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, service: Service, session: Session):
@@ -28,12 +29,12 @@ class AddUserDialog(StoreWork, ModalScreen[User | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog form", id="add-user"):
             yield Static(Content("Add a user"), classes="title")
-            yield Input(placeholder="Username", id="new-username")
-            yield Input(placeholder="Full name", id="new-name")
+            yield Field(placeholder="Username", id="new-username", next_on_enter=True)
+            yield Field(placeholder="Full name", id="new-name", next_on_enter=True)
             yield Select([(r.value.title(), r) for r in Role], value=Role.AGENT, allow_blank=False, id="new-role")
-            yield Input(placeholder="Team (optional)", id="new-team")
-            yield Input(placeholder="Email (optional)", id="new-email")
-            yield Input(placeholder="Password (optional, at least 8 characters)", password=True, id="new-password")
+            yield Field(placeholder="Team (optional)", id="new-team", next_on_enter=True)
+            yield Field(placeholder="Email (optional)", id="new-email", next_on_enter=True)
+            yield Field(placeholder="Password (optional, at least 8 characters)", password=True, id="new-password")
             yield Static(id="add-message", classes="message -error")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
@@ -59,7 +60,7 @@ class AddUserDialog(StoreWork, ModalScreen[User | None]):
         self.query_one("#add-message", Static).update(Content(printable(str(error))))
 
 
-class ImportErrorsDialog(ModalScreen[None]):
+class ImportErrorsDialog(TypedKeysGuard, ModalScreen[None]):
     """Every refused row with its line; nothing was imported."""
 
     BINDINGS = [Binding("escape,enter", "dismiss(None)", "Close")]

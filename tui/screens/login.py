@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Vertical
@@ -18,6 +18,7 @@ from store.service import Service
 from store.validation import printable
 
 from ..cli import os_actor
+from ..widgets.fields import Field, TypedKeysGuard
 from ..work import StoreWork
 
 WRONG = "Wrong username, password or code."
@@ -28,28 +29,7 @@ def locked_message(until: datetime | None, now: datetime) -> str:
     return f"This account is locked after too many failed attempts. Try again in {minutes} min, or ask an administrator to unlock it."
 
 
-class UsernameInput(Input):
-    """The username field, safe for a password manager's auto-type.
-
-    Auto-type (and a paste of "user<Tab>password<Enter>") arrives as one burst: the app hands
-    every key of it to this field before the Tab is acted on, so the password would land here,
-    in clear. So Tab and Enter move the focus to the password field at once, and keys of the
-    burst that still reach this field then go on to the field that has the focus.
-    """
-
-    def on_key(self, event: events.Key) -> None:
-        focused = self.screen.focused
-        if focused is not self and focused is not None:
-            event.stop()
-            event.prevent_default()
-            focused.post_message(events.Key(event.key, event.character))
-        elif event.key in ("tab", "enter") and self.value.strip():
-            event.stop()
-            event.prevent_default()
-            self.screen.set_focus(self.screen.query_one("#password", Input))
-
-
-class LoginScreen(StoreWork, Screen):
+class LoginScreen(TypedKeysGuard, StoreWork, Screen):
     BINDINGS = [
         Binding("ctrl+r", "toggle_recovery", "Recovery code", tooltip="Sign in with a one-time recovery code"),
         Binding("escape", "restart", "Start over", show=False),
@@ -65,9 +45,9 @@ class LoginScreen(StoreWork, Screen):
         with Center(), Vertical(id="login-box", classes="form"):
             yield Static(Content(printable(self.app.title)), classes="title", id="login-title")
             yield Static(Content("Sign in"), classes="subtitle")
-            yield UsernameInput(placeholder="Username", id="username")
-            yield Input(placeholder="Password", password=True, id="password")
-            yield Input(placeholder="6-digit code from your authenticator app", id="code", max_length=16)
+            yield Field(placeholder="Username", id="username", next_on_enter=True)
+            yield Field(placeholder="Password", password=True, id="password")
+            yield Field(placeholder="6-digit code from your authenticator app", id="code", max_length=16)
             yield Static(id="login-message", classes="message")
             if self.demo:
                 from store.demo import LOGINS  # the demo builder, only for the demo
@@ -106,8 +86,7 @@ class LoginScreen(StoreWork, Screen):
             code.display = True
             code.value = ""
             code.focus()
-            self.say("Enter the code from your authenticator app (ctrl+r: a recovery code; Esc: start over).",
-                     error=False)
+            self._code_hint()
         elif result.outcome is Outcome.ENROLLMENT_REQUIRED:
             self.say("Two-factor authentication must be set up first.", error=False)
             from .wizard import EnrollmentWizard  # segno and the wizard load only for enrollment
@@ -163,6 +142,15 @@ class LoginScreen(StoreWork, Screen):
         code = self.query_one("#code", Input)
         code.placeholder = "Recovery code (xxxxx-xxxxx)" if self.recovery else "6-digit code from your authenticator app"
         code.focus()
+        self._code_hint()
+
+    def _code_hint(self) -> None:
+        if self.recovery:
+            self.say("Enter one of your recovery codes (ctrl+r: the app's code instead; Esc: start over).",
+                     error=False)  # fmt: skip
+        else:
+            self.say("Enter the code from your authenticator app (ctrl+r: a recovery code; Esc: start over).",
+                     error=False)  # fmt: skip
 
     def action_restart(self) -> None:
         if self.challenge is not None:
@@ -173,21 +161,23 @@ class LoginScreen(StoreWork, Screen):
         for field in ("#username", "#password"):
             self.query_one(field, Input).disabled = False
         self.query_one("#password", Input).value = ""
-        self.query_one("#username", Input).focus()
+        # The name stays: the password is what comes next (typed into the name, it would show).
+        username = self.query_one("#username", Input)
+        self.screen.set_focus(self.query_one("#password", Input) if username.value.strip() else username)
 
 
-class FirstRunScreen(StoreWork, Screen):
+class FirstRunScreen(TypedKeysGuard, StoreWork, Screen):
     """No store yet: name the contact center and its first administrator, then enroll them."""
 
     def compose(self) -> ComposeResult:
         with Center(), Vertical(id="first-run", classes="form"):
             yield Static(Content("Welcome to mfa-console"), classes="title")
             yield Static(Content("No contact center here yet. Set one up:"), classes="subtitle")
-            yield Input(placeholder="Contact center name (shown in authenticator apps)", id="issuer")
-            yield Input(placeholder="Administrator username", id="admin-username")
-            yield Input(placeholder="Administrator full name", id="admin-name")
-            yield Input(placeholder="Password (at least 8 characters)", password=True, id="password1")
-            yield Input(placeholder="Password again", password=True, id="password2")
+            yield Field(placeholder="Contact center name (shown in authenticator apps)", id="issuer", next_on_enter=True)
+            yield Field(placeholder="Administrator username", id="admin-username", next_on_enter=True)
+            yield Field(placeholder="Administrator full name", id="admin-name", next_on_enter=True)
+            yield Field(placeholder="Password (at least 8 characters)", password=True, id="password1", next_on_enter=True)
+            yield Field(placeholder="Password again", password=True, id="password2")
             yield Button("Create", variant="primary", id="create")
             yield Static(id="first-run-message", classes="message -error")
         yield Footer()

@@ -25,6 +25,7 @@ from store.validation import printable
 from ..commands import MainScreenCommands
 from ..files import write_private, write_users
 from ..widgets.audit import AuditView
+from ..widgets.fields import TypedKeysGuard
 from ..widgets.rollout import RolloutView
 from ..widgets.security import SecurityView
 from ..widgets.user_grid import UserIndex
@@ -52,7 +53,7 @@ class Snapshot:
     lock_ends: datetime | None  # the first shown lockout to run out: the view changes then
 
 
-class MainScreen(StoreWork, Screen):
+class MainScreen(TypedKeysGuard, StoreWork, Screen):
     COMMANDS = {MainScreenCommands}
     BINDINGS = [
         Binding("slash", "search", "Search", id="search"),

@@ -31,6 +31,7 @@ from store.validation import printable
 
 from ..qr import QRCode, QRTooLarge
 from ..widgets.qr_view import QRView
+from ..widgets.fields import Field, TypedKeysGuard
 from ..work import StoreWork
 
 STEPS = ("intro", "scan", "code", "codes", "done")
@@ -42,7 +43,7 @@ def _text(text: str | None) -> Content:
     return Content(printable(text))
 
 
-class EnrollmentWizard(StoreWork, ModalScreen[ConfirmResult | None]):
+class EnrollmentWizard(TypedKeysGuard, StoreWork, ModalScreen[ConfirmResult | None]):
     """Set up TOTP for `username`, acting as `actor`. Dismisses with the ConfirmResult, or None."""
 
     DEFAULT_CSS = """
@@ -267,7 +268,7 @@ class EnrollmentWizard(StoreWork, ModalScreen[ConfirmResult | None]):
             with Vertical(id="step-code", classes="wizard--page"):
                 yield Static(Content("Step 3 of 5 · Type the code from the app"), classes="wizard--heading")
                 yield Static(Content(), id="code-prompt")
-                yield Input(
+                yield Field(
                     placeholder="6 digits",
                     restrict=r"[0-9 ]*",
                     max_length=CODE_DIGITS + 1,

@@ -22,6 +22,7 @@ from store.models import AuditEvent
 from store.validation import printable
 
 from .table import Column, LineTable
+from .fields import Field
 
 COLUMNS = (
     Column("Time (UTC)", 16),
@@ -60,7 +61,7 @@ class AuditView(Vertical):
         self._events: Sequence[AuditEvent] = ()
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="Type to filter: user, action, target, outcome, detail", id="audit-filter")
+        yield Field(placeholder="Type to filter: user, action, target, outcome, detail", id="audit-filter")
         yield AuditTable(COLUMNS, _key, cells, id="audit-table")
         yield Static(id="audit-selected")
 

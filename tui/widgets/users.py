@@ -17,6 +17,7 @@ from store.models import Rollout, Status, User
 from store.validation import printable
 
 from .user_grid import Filter, UserGrid, UserIndex
+from .fields import Field
 
 STATUS_FILTERS: tuple[Status | None, ...] = (None, Status.PENDING, Status.ACTIVATED, Status.DISABLED)
 
@@ -36,7 +37,7 @@ class UsersView(Vertical):
         with Horizontal(id="rollout"):
             yield Static(id="rollout-text")
             yield ProgressBar(total=100, show_eta=False, show_percentage=False, id="rollout-bar")
-        yield Input(placeholder="Search username, name or team (Enter: to the grid, Esc: clear)", id="search")
+        yield Field(placeholder="Search username, name or team (Enter: to the grid, Esc: clear)", id="search")
         yield Static(id="filter-line")
         yield UserGrid(id="grid")
 
