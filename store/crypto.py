@@ -157,11 +157,20 @@ def create_key_file(path: Path) -> bytes:
     except OSError as exc:
         raise KeyFileError(f"cannot create key file {path}: {exc.strerror}") from exc
     try:
-        os.write(fd, base64.b64encode(master) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fs.fsync_folder(path.parent)
+        try:
+            data = base64.b64encode(master) + b"\n"
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fs.fsync_folder(path.parent)
+    except OSError as exc:  # a full disk, say: no half-written key is left to be taken for one
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise KeyFileError(f"cannot write key file {path}: {exc.strerror}; nothing was created") from exc
     return master
 
 
@@ -175,7 +184,10 @@ def load_key_file(path: Path) -> bytes:
         ) from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise KeyFileError(f"key file {path} is a symbolic link: refusing to follow it") from exc
+            raise KeyFileError(
+                f"key file {path} is a symbolic link: refusing to follow it; remove it, and put the key file "
+                "itself there (or point --key / MFA_CONSOLE_KEY at it)"
+            ) from exc
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
     try:
         master = base64.b64decode(raw.strip(), validate=True)

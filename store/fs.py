@@ -8,6 +8,11 @@ nobody else can plant a link beside the files SQLite creates itself (-wal, -shm)
 
 Root (PAM's pam_exec runs `verify` as root) also trusts the owner of the store's folder: a
 service account's store stays that account's, and files root creates in it are given to it.
+A symbolic link on the way to the folder is followed only if the user running or root made it:
+whoever owns a link decides where it leads, so one of the folder owner's could lead root to a
+store and key of that user's choosing anywhere.
+
+Each refusal is one line naming the path, and the fix where there is one.
 """
 
 from __future__ import annotations
@@ -45,6 +50,17 @@ def _trusted(folder_owner: int | None = None) -> set[int]:
     return trusted
 
 
+def _not_trusted(path: Path, uid: int, trusted: set[int], what: str = "") -> UnsafePath:
+    """The refusal of `path`, owned by `uid`, which is not one of the `trusted` users."""
+    me = os.geteuid()
+    others = sorted(trusted - {me, 0})
+    allowed = " or ".join([_who(me), *(["root"] if me else []), *(f"{_who(u)} (the folder's owner)" for u in others)])
+    return UnsafePath(
+        f"{what}{path} is owned by {_who(uid)}, not by {allowed}: another user could have changed it; "
+        f"if it is yours, `chown {_who(me)} {path}`"
+    )
+
+
 def make_private_folder(folder: Path) -> None:
     """Creates the missing folders of `folder` one at a time, each 0700 whatever the umask."""
     missing = []
@@ -64,32 +80,42 @@ def make_private_folder(folder: Path) -> None:
 def check_folder(folder: Path) -> os.stat_result:
     """Refuses `folder` unless it and every folder above it are safe (see the module's doc).
 
-    Returns its stat. A symbolic link on the way is followed only if a trusted user made it.
+    Returns its stat; FileNotFoundError if it does not exist. A symbolic link on the way is
+    followed only if the user running or root made it.
     """
+    me = os.geteuid()
+    # Links on the given path first: whoever owns one decides where it leads.
+    for part in (folder, *folder.parents):
+        try:
+            lst = os.lstat(part)
+        except FileNotFoundError:
+            continue  # the folder itself, or one above it, is missing: said below
+        except OSError as exc:
+            raise StoreError(f"cannot open folder {part}: {exc.strerror}") from exc
+        if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in (me, 0):
+            raise UnsafePath(
+                f"{part} is a symbolic link owned by {_who(lst.st_uid)}: refusing to follow it; "
+                f"use the real path, or remove the link"
+            )
     try:
         st = os.stat(folder)
     except FileNotFoundError:
+        if os.path.lexists(folder):
+            raise StoreError(
+                f"{folder} is a symbolic link to a folder that does not exist ({os.path.realpath(folder)}); "
+                "fix the link or use the real path"
+            ) from None
         raise
     except OSError as exc:
         raise StoreError(f"cannot open folder {folder}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"{folder} is not a folder")
     trusted = _trusted(st.st_uid)
-    # Links on the given path: whoever owns one decides where it leads.
-    for part in (folder, *folder.parents):
-        lst = os.lstat(part)
-        if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in trusted:
-            raise UnsafePath(
-                f"{part} is a symbolic link owned by {_who(lst.st_uid)}: refusing to follow it; use the real path"
-            )
     real = Path(os.path.realpath(folder))
     for part in (real, *real.parents):
         pst = os.stat(part)
         if pst.st_uid not in trusted:
-            raise UnsafePath(
-                f"folder {part} is owned by {_who(pst.st_uid)}, not by {_who(os.geteuid())} or root: another "
-                f"user could swap the store; if it is yours, `chown {_who(os.geteuid())} {part}`"
-            )
+            raise _not_trusted(part, pst.st_uid, trusted, "folder ")
         others_write = pst.st_mode & 0o022
         if others_write and (part == real or not (pst.st_mode & stat.S_ISVTX)):
             raise UnsafePath(
@@ -109,27 +135,38 @@ def check_file(path: Path, folder: os.stat_result, *, secret: bool) -> os.stat_r
     except OSError as exc:
         raise StoreError(f"cannot open {path}: {exc.strerror}") from exc
     if stat.S_ISLNK(st.st_mode):
-        raise UnsafePath(f"{path} is a symbolic link: refusing to follow it; put the real file there")
+        raise UnsafePath(f"{path} is a symbolic link: refusing to follow it; remove it, or put the real file there")
+    _check_opened(path, st, folder, secret=secret)
+    return st
+
+
+def _check_opened(path: Path, st: os.stat_result, folder: os.stat_result, *, secret: bool) -> None:
+    """`check_file`'s rules for what is not a link: a regular file, ours, private."""
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafePath(f"{path} is not a regular file")
-    if st.st_uid not in _trusted(folder.st_uid):
-        raise UnsafePath(
-            f"{path} is owned by {_who(st.st_uid)}, not by {_who(os.geteuid())} or root: refusing it; "
-            f"if it is yours, `chown {_who(os.geteuid())} {path}`"
-        )
+        raise UnsafePath(f"{path} is not a regular file: refusing it; put the real file there")
+    trusted = _trusted(folder.st_uid)
+    if st.st_uid not in trusted:
+        raise _not_trusted(path, st.st_uid, trusted)
     if st.st_mode & (0o077 if secret else 0o022):
         raise UnsafePath(
             f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); fix: `chmod 600 {path}`"
         )
-    return st
 
 
 def create_private_file(path: Path, folder: os.stat_result) -> int:
-    """A new file, 0600, never through a link and never over an existing file; an fd to write.
+    """A new file, 0600, never through a link and never over an existing file (FileExistsError;
+    UnsafePath for a link); an fd to write.
 
     Made by root in a service account's folder, it is given to that account.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        if os.path.islink(path):
+            raise UnsafePath(
+                f"{path} is a symbolic link: refusing to create a file through it; remove it"
+            ) from None
+        raise
     try:
         os.fchmod(fd, FILE_MODE)
         if os.geteuid() == 0 and folder.st_uid != 0:
@@ -141,19 +178,12 @@ def create_private_file(path: Path, folder: os.stat_result) -> int:
 
 
 def read_private_file(path: Path, *, secret: bool) -> bytes:
-    """A file's bytes, checked like `check_file` on the file actually opened (no link followed)."""
+    """A file's bytes, checked like `check_file` on the file actually opened (no link followed;
+    a FIFO or device is refused, not waited on)."""
     folder = check_folder(path.parent)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafePath(f"{path} is not a regular file")
-        if st.st_uid not in _trusted(folder.st_uid):
-            raise UnsafePath(f"{path} is owned by {_who(st.st_uid)}, not by {_who(os.geteuid())} or root: refusing it")
-        if st.st_mode & (0o077 if secret else 0o022):
-            raise UnsafePath(
-                f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); fix: `chmod 600 {path}`"
-            )
+        _check_opened(path, os.fstat(fd), folder, secret=secret)
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
