@@ -50,9 +50,10 @@ def files(json_path: Path) -> tuple[Path, ...]:
     return json_path, audit_path(json_path), json_path.with_name(json_path.name + ".lock")
 
 
-def migrate(source: Path, target: Path, *, actor: str, now: float) -> Database:
+def migrate(source: Path, target: Path, *, actor: str, now: float) -> tuple[Database, bool]:
     """Copies the JSON store `source` into a new SQLite store `target`; opens it. Nothing is
-    written anywhere unless the whole JSON store reads, and `source` is never changed."""
+    written anywhere unless the whole JSON store reads, and `source` is never changed. The flag
+    says whether this call moved it (False: another process did, meanwhile)."""
     settings, users = read_json_store(source)
     events, skipped = read_audit(audit_path(source))
     detail = f"from {source.name}: {len(users)} users, {len(events)} audit events"
@@ -65,10 +66,10 @@ def migrate(source: Path, target: Path, *, actor: str, now: float) -> Database:
         w.record([AuditEvent(datetime.fromtimestamp(now, UTC), actor, "store.migrated", None, "ok", detail)])
 
     try:
-        return Database.create(target, settings, populate)
+        return Database.create(target, settings, populate), True
     except StoreError:
         if target.exists():  # another process moved it meanwhile
-            return Database.open(target)
+            return Database.open(target), False
         raise
 
 

@@ -104,8 +104,9 @@ class Service:
             source, target = legacy.json_path(path), path
             if path.suffix == ".json" or not os.path.lexists(source):
                 raise
-        db = legacy.migrate(source, target, actor=f"os:{_os_user()}", now=self._clock())
-        self.migrated_from = source
+        db, moved = legacy.migrate(source, target, actor=f"os:{_os_user()}", now=self._clock())
+        if moved:
+            self.migrated_from = source
         return db
 
     @classmethod

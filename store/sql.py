@@ -17,6 +17,7 @@ module knows tables, columns and statements. How SQLite is used:
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import stat
@@ -37,6 +38,7 @@ from .records import USER_COLUMNS, USER_FIELDS, Settings, UserRecord
 APPLICATION_ID = 0x6D666163  # "mfac" in the file's header: an SQLite file that is a store of ours
 SCHEMA_VERSION = 3  # 1 and 2 were the JSON layouts (store/legacy.py moves them here)
 BUSY_SECONDS = 5.0  # the longest any call waits for another process's write
+_NEWER_VERSIONS = 1000  # a version this far beyond ours is taken for a newer release, not damage
 _HINT = "it was left untouched; restore it from a backup"
 _MAX_TIME = 2.5e11  # seconds: timestamps beyond year 9999 are damage, not dates
 
@@ -90,13 +92,22 @@ CREATE TABLE audit (
     detail TEXT
 ) STRICT;
 """
-# What sqlite_master lists for that schema: anything else (a trigger or view planted in the
-# file, a table gone) is not a store of ours.
-EXPECTED_OBJECTS = frozenset({
-    ("table", "settings"), ("table", "users"), ("index", "sqlite_autoindex_users_1"),
-    ("index", "users_by_rev"), ("table", "unknown_names"),
-    ("index", "unknown_names_by_seen_at"), ("table", "audit"),
-})  # fmt: skip
+
+
+@functools.cache
+def expected_schema() -> frozenset[tuple]:
+    """What sqlite_master lists for SCHEMA, definitions included (made once, in memory). A file
+    listing anything else — a trigger or view planted, a table gone, a definition changed by a
+    flipped bit — is not a store of ours."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SCHEMA)
+        return frozenset(conn.execute(_SCHEMA_QUERY))
+    finally:
+        conn.close()
+
+
+_SCHEMA_QUERY = "SELECT type, name, tbl_name, sql FROM sqlite_master"
 
 # A read row is used only if every column has the type and range the schema gives it: a bit
 # flipped on disk can change a value's type, which SQLite does not check again when reading.
@@ -219,15 +230,14 @@ class Database:
     def _check(self) -> None:
         with self._guard():
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            if SCHEMA_VERSION < version <= SCHEMA_VERSION + _NEWER_VERSIONS:
                 raise StoreError(
                     f"store {self.path} has schema version {version}; this mfa-console reads version "
                     f"{SCHEMA_VERSION} (upgrade mfa-console to open it)"
                 )
-            if version != SCHEMA_VERSION:
+            if version != SCHEMA_VERSION:  # 0, or far beyond any release: a damaged header
                 raise StoreCorrupt(f"store {self.path} has no known schema version ({version}); {_HINT}")
-            objects = set(self._conn.execute("SELECT type, name FROM sqlite_master"))
-            if objects != EXPECTED_OBJECTS:
+            if frozenset(self._conn.execute(_SCHEMA_QUERY)) != expected_schema():
                 raise StoreCorrupt(f"store {self.path} does not have mfa-console's tables; {_HINT}")
             if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self._conn.execute("PRAGMA journal_mode = WAL")
@@ -340,7 +350,7 @@ class Database:
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise _translate(exc, self.path) from exc
 
 
@@ -450,9 +460,9 @@ class Writer:
         a series of attempts gets the answers a real account's would. Old tags are forgotten."""
         params = {**_failure_params(now, policy), "tag": tag}
         row = self.execute(
-            f"INSERT INTO unknown_names (tag, failures, lock_count, locked_until, seen_at) "
-            f"VALUES (:tag, 0, 0, NULL, :now) ON CONFLICT (tag) DO UPDATE SET seen_at = :now "
-            f"RETURNING failures, lock_count, locked_until",
+            "INSERT INTO unknown_names (tag, failures, lock_count, locked_until, seen_at) "
+            "VALUES (:tag, 0, 0, NULL, :now) ON CONFLICT (tag) DO UPDATE SET seen_at = :now "
+            "RETURNING failures, lock_count, locked_until",
             params,
         ).fetchone()
         counted = row[2] is None or row[2] <= now
@@ -602,7 +612,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF; "
             "PRAGMA temp_store = MEMORY; PRAGMA cell_size_check = ON;"
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
         raise _translate(exc, path) from exc
     return conn
 
@@ -611,24 +621,30 @@ def _connect(path: Path) -> sqlite3.Connection:
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB, _PERM = 5, 6, 8, 10, 11, 13, 14, 26, 3
 
 
-def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
+def _translate(exc: sqlite3.Error | UnicodeDecodeError, path: Path) -> StoreError:
+    if isinstance(exc, UnicodeDecodeError) or "Could not decode to UTF-8" in str(exc):
+        # SQLite quoting damaged text (a table's definition, a value) that is not UTF-8.
+        return StoreCorrupt(f"store {path} is damaged (text in it is not UTF-8); {_HINT}")
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    said = " ".join(str(exc).split())[:200]  # SQLite may quote a damaged schema, line breaks and all
     if code in (_BUSY, _LOCKED):
         return StoreBusy(
             f"store {path} is busy: another process has held it for over {BUSY_SECONDS:g} s "
             "(a stopped `mfa-console`, or a long import); nothing was changed, try again"
         )
     if code in (_CORRUPT, _NOTADB):
-        return StoreCorrupt(f"store {path} is damaged ({exc}); {_HINT}")
+        return StoreCorrupt(f"store {path} is damaged ({said}); {_HINT}")
     if _read_only(path) or code == _READONLY:
         return StoreError(f"store {path} cannot be written (read-only file system or file); nothing was changed")
     if code == _FULL:
         return StoreError(f"no space left on the disk of store {path}; nothing was changed")
     if code == _IOERR:
-        return StoreError(f"store {path}: the disk failed to read or write ({exc}); nothing was changed")
+        return StoreError(f"store {path}: the disk failed to read or write ({said}); nothing was changed")
     if code in (_CANTOPEN, _PERM):
-        return StoreError(f"cannot open store {path} ({exc}): check its folder's permissions")
-    return StoreError(f"store {path}: {exc}")
+        return StoreError(f"cannot open store {path} ({said}): check its folder's permissions")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError | sqlite3.IntegrityError):
+        return StoreCorrupt(f"store {path} is damaged ({said}); {_HINT}")
+    return StoreError(f"store {path}: {said}")
 
 
 def _read_only(path: Path) -> bool:

@@ -164,15 +164,6 @@ def describe(label: str, found: list[tuple[str, BaseException]]) -> list[str]:
     return [f"{label}: {name}: {type(exc).__name__}: {exc}{_where(exc)}" for name, exc in found]
 
 
-def _is_known(exc: BaseException) -> bool:
-    """KNOWN, NOT YET FIXED (store/sql.py): SQLite's error message quotes the damaged schema
-    text, and when that is not UTF-8, Python's sqlite3 raises UnicodeDecodeError instead of a
-    sqlite3.Error, which Database._guard and _connect do not translate. Remove this allowance
-    with the xfail of test_damaged_schema_text_is_refused_not_a_traceback."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return isinstance(exc, UnicodeDecodeError) and bool(frames) and Path(frames[-1].filename).name == "sql.py"
-
-
 def test_random_bit_flips_are_refused_or_harmless(pristine, copies, clock):
     rng = random.Random(SEED)
     offsets = pristine.in_use()
@@ -180,7 +171,7 @@ def test_random_bit_flips_are_refused_or_harmless(pristine, copies, clock):
     for _ in range(300):
         offset, bit = rng.choice(offsets), rng.randrange(8)
         found = use(copies.make(flipped(pristine.data, offset, bit)), pristine, clock)
-        failures += describe(f"bit {bit} of byte {offset}", [(n, e) for n, e in found if not _is_known(e)])
+        failures += describe(f"bit {bit} of byte {offset}", found)
     assert not failures, "\n".join(failures)
 
 
@@ -231,7 +222,7 @@ def test_the_command_line_on_flipped_copies(pristine, copies):
 
 def _flip_in(data: bytes, text: bytes, index: int, bit: int) -> tuple[int, bytes]:
     """Flips `bit` of the `index`th byte of `text`, found once in the file (the schema's SQL)."""
-    if data.count(text) != 1:  # not an AssertionError: the xfails below expect only the one they name
+    if data.count(text) != 1:  # the schema's text changed: the test must be told where to flip
         raise LookupError(f"{text!r} is in the store {data.count(text)} times")
     offset = data.index(text) + index
     return offset, flipped(data, offset, bit)
@@ -250,8 +241,6 @@ SCHEMA_DAMAGE = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="store/sql.py: sqlite3 raises UnicodeDecodeError for "
-                   "an error message that is not UTF-8; _guard and _connect translate sqlite3.Error only")
 @pytest.mark.parametrize("text, index, bit", SCHEMA_DAMAGE.values(), ids=SCHEMA_DAMAGE.keys())
 def test_damaged_schema_text_is_refused_not_a_traceback(pristine, copies, clock, text, index, bit):
     offset, damaged = _flip_in(pristine.data, text, index, bit)
@@ -260,8 +249,6 @@ def test_damaged_schema_text_is_refused_not_a_traceback(pristine, copies, clock,
     check_cli(copies.make(damaged), pristine, f"bit {bit} of byte {offset}")
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="store/sql.py: Database._check compares "
-                   "sqlite_master's names, not the tables' definitions (their SQL text)")
 def test_a_store_whose_table_definitions_changed_is_refused_at_open(pristine, copies, clock):
     """'admin' -> 'admhn' in users.role's CHECK: valid SQL, and the store still reads, but no
     administrator can be added or promoted any more. The file is not the schema mfa-console
@@ -272,8 +259,6 @@ def test_a_store_whose_table_definitions_changed_is_refused_at_open(pristine, co
         Service(StorePaths(db=db, key=pristine.key), clock=clock).policy()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="store/sql.py: _translate puts SQLite's message into "
-                   "the refusal as it is, and SQLite quotes the damaged schema, line breaks and all")
 def test_a_refusal_is_one_line_even_when_sqlite_quotes_the_schema(pristine, copies, clock):
     """The dashboard shows a refusal's message as it is (the command line makes it one line)."""
     _, damaged = _flip_in(pristine.data, b"tag TEXT PRIMARY KEY", 8, 1)  # the space becomes '"'
