@@ -110,10 +110,14 @@ def check_folder(folder: Path) -> os.stat_result:
         raise StoreError(f"cannot open folder {folder}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"{folder} is not a folder")
-    trusted = _trusted(st.st_uid)
     real = Path(os.path.realpath(folder))
+    # Root trusts a service account's store folder, but only where nobody else could have made
+    # it (its parent is root's alone: not /tmp); every folder above it must be root's.
+    parent = os.stat(real.parent)
+    parent_is_roots = parent.st_uid == 0 and not parent.st_mode & 0o022
     for part in (real, *real.parents):
         pst = os.stat(part)
+        trusted = _trusted(pst.st_uid if part == real and parent_is_roots else None)
         if pst.st_uid not in trusted:
             raise _not_trusted(part, pst.st_uid, trusted, "folder ")
         others_write = pst.st_mode & 0o022

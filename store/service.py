@@ -130,6 +130,8 @@ class Service:
             admin = replace(_clean_new_user(admin), role=Role.ADMIN)
             password_hash = crypto.hash_password(_check_password(password or ""))
         for existing in (paths.db, legacy.json_path(paths.db)):
+            if os.path.islink(existing):
+                raise StoreError(f"{existing} is a symbolic link: refusing to make a store through it")
             if os.path.lexists(existing):
                 raise StoreError(f"a store already exists at {existing}; refusing to overwrite it")
         service = cls(paths, clock=clock)

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from . import fs
 from .errors import JsonLayout, StoreBusy, StoreCorrupt, StoreError, StoreMissing
+from .fs import UnsafePath
 from .lockout import lock_schedule
 from .models import MODES, AuditEvent, Policy
 from .records import USER_COLUMNS, USER_FIELDS, Settings, UserRecord
@@ -174,8 +175,13 @@ class Database:
         if os.path.lexists(path):
             raise StoreError(f"a store already exists at {path}; refusing to overwrite it")
         building = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        made = []  # what this call created, and only that, goes if it fails
         try:
+            for suffix in ("-wal", "-shm", "-journal"):  # SQLite's files beside it, never a planted link
+                if fs.check_file(Path(f"{building}{suffix}"), folder, secret=True) is not None:
+                    raise UnsafePath(f"{building}{suffix} is in the way of a new store; remove it")
             os.close(fs.create_private_file(building, folder))
+            made = [Path(f"{building}{suffix}") for suffix in ("", "-wal", "-shm")]
             conn = _connect(building)
             try:
                 db = cls(building, conn)
@@ -201,8 +207,8 @@ class Database:
         except OSError as exc:
             raise StoreError(f"cannot create store {path}: {exc.strerror}") from exc
         finally:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{building}{suffix}").unlink(missing_ok=True)
+            for file in made:
+                file.unlink(missing_ok=True)
         fs.fsync_folder(path.parent)
         return cls.open(path)
 
@@ -604,6 +610,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise StoreError(f"this Python's SQLite is {sqlite3.sqlite_version}; mfa-console needs 3.37 or newer")
     uri = f"file:{urllib.parse.quote(str(path))}?mode=rw"
+    conn = None
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
         # FULL: in WAL mode NORMAL may lose the last commits at a power cut; an accepted code must stay spent.
@@ -613,6 +620,8 @@ def _connect(path: Path) -> sqlite3.Connection:
             "PRAGMA temp_store = MEMORY; PRAGMA cell_size_check = ON;"
         )
     except (sqlite3.Error, UnicodeDecodeError) as exc:
+        if conn is not None:
+            conn.close()
         raise _translate(exc, path) from exc
     return conn
 
@@ -636,7 +645,7 @@ def _translate(exc: sqlite3.Error | UnicodeDecodeError, path: Path) -> StoreErro
         return StoreCorrupt(f"store {path} is damaged ({said}); {_HINT}")
     if _read_only(path) or code == _READONLY:
         return StoreError(f"store {path} cannot be written (read-only file system or file); nothing was changed")
-    if code == _FULL:
+    if code == _FULL or (code == _IOERR and _disk_full(path)):  # making the -shm file on a full disk is an IOERR
         return StoreError(f"no space left on the disk of store {path}; nothing was changed")
     if code == _IOERR:
         return StoreError(f"store {path}: the disk failed to read or write ({said}); nothing was changed")
@@ -645,6 +654,13 @@ def _translate(exc: sqlite3.Error | UnicodeDecodeError, path: Path) -> StoreErro
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError | sqlite3.IntegrityError):
         return StoreCorrupt(f"store {path} is damaged ({said}); {_HINT}")
     return StoreError(f"store {path}: {said}")
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _read_only(path: Path) -> bool:

@@ -161,12 +161,28 @@ def owners(folder: Path) -> dict[str, int]:
 
 @pytest.fixture
 def shared_folder():
-    """A folder owned by the service account (OTHER), where it can reach it: in /tmp (sticky,
-    world-writable, accepted as an ancestor), not in tmp_path (root's, 0700)."""
-    folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="mfa-shared-"))
+    """A folder owned by the service account (OTHER) in a folder of root's alone (0755), as
+    /var/lib/mfa-console sits in /var/lib; reachable by OTHER, unlike tmp_path (root's, 0700)."""
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="mfa-shared-"))
+    base.chmod(0o755)
+    folder = base / "mfa-console"
+    folder.mkdir(mode=0o700)
     os.chown(folder, OTHER, OTHER)
     yield folder
-    shutil.rmtree(folder)
+    shutil.rmtree(base)
+
+
+def test_root_does_not_trust_a_service_folder_anyone_could_have_made(clock):
+    """Directly in /tmp, another user's folder could be anyone's: root refuses it (where its
+    parent is root's alone, as in the fixture above, root trusts it)."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="mfa-anyone-"))
+    try:
+        os.chown(folder, OTHER, OTHER)
+        with pytest.raises(UnsafePath) as refusal:
+            Service(StorePaths(db=folder / "store.db", key=folder / "store.key"), clock=clock).policy()
+        assert f"folder {folder} is owned by {who(OTHER)}" in str(refusal.value)
+    finally:
+        shutil.rmtree(folder)
 
 
 def _made_as_service_account(paths: StorePaths, clock: FakeClock) -> str:
@@ -286,10 +302,6 @@ def test_a_link_beside_the_name_a_new_store_is_built_under_is_not_followed(tmp_p
     assert target.read_bytes() == TARGET_BYTES
 
 
-@pytest.mark.xfail(strict=True, reason="store/sql.py Database.create: SQLite removes a link at the temporary "
-                   "name's -wal and refuses one at its -shm with 'unable to open database file'; the finally "
-                   "block then unlinks files it did not make. Fix: refuse (fs.check_file) a -wal/-shm/-journal "
-                   "already there before connecting; unlink only what this call created")  # fmt: skip
 @pytest.mark.parametrize("suffix", ["-wal", "-shm"])
 def test_a_link_beside_the_name_a_new_store_is_built_under_is_refused_by_name(tmp_path, clock, suffix):
     """What the test above accepts, as it should be: refused, the message naming the link."""
@@ -608,9 +620,6 @@ def test_a_full_disk_refuses_each_change_clearly_and_loses_nothing(small_disk):
         fresh.close()
 
 
-@pytest.mark.xfail(strict=True, reason="store/sql.py _translate: a full disk while making the -shm file is "
-                   "SQLITE_IOERR_SHMSIZE, reported as 'the disk failed to read or write (disk I/O error)'. "
-                   "Fix: an IOERR or FULL when statvfs(folder).f_bavail == 0 is 'no space left'")  # fmt: skip
 def test_a_full_disk_with_the_store_closed_says_no_space(small_disk):
     """Nobody has the store open, so a verify must first make the -shm file: that fails for want
     of space too, and should say so rather than blame the disk."""
