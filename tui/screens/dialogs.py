@@ -8,19 +8,29 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
-from store.errors import ImportRejected
+from store.errors import ImportRejected, InvalidInput
 from store.models import NewUser, Role, Session, User
 from store.service import Service
-from store.validation import printable
+from store.validation import clean_email, clean_name, clean_team, clean_username, printable
 
 from ..widgets.fields import Field, TypedKeysGuard
 from ..work import StoreWork
 
 
 class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
+    """A new account. Enter goes to the next field and adds from the last one; every problem is
+    listed at once, in the form, before the store is asked."""
+
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    FIELDS = (  # (id, label, placeholder)
+        ("new-username", "Username", "letters, digits, . _ - @"),
+        ("new-name", "Full name", ""),
+        ("new-team", "Team", "optional"),
+        ("new-email", "Email", "optional"),
+        ("new-password", "Password", "optional; at least 8 characters"),
+    )
 
     def __init__(self, service: Service, session: Session):
         super().__init__()
@@ -29,20 +39,29 @@ class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog form", id="add-user"):
             yield Static(Content("Add a user"), classes="title")
-            yield Field(placeholder="Username", id="new-username", next_on_enter=True)
-            yield Field(placeholder="Full name", id="new-name", next_on_enter=True)
-            yield Select([(r.value.title(), r) for r in Role], value=Role.AGENT, allow_blank=False, id="new-role")
-            yield Field(placeholder="Team (optional)", id="new-team", next_on_enter=True)
-            yield Field(placeholder="Email (optional)", id="new-email", next_on_enter=True)
-            yield Field(placeholder="Password (optional, at least 8 characters)", password=True, id="new-password")
+            for field_id, label, placeholder in self.FIELDS[:2]:
+                yield from self._row(field_id, label, placeholder)
+            with Horizontal(classes="row"):
+                yield Label(Content("Role"), classes="label")
+                yield Select([(r.value.title(), r) for r in Role], value=Role.AGENT, allow_blank=False, id="new-role")
+            for field_id, label, placeholder in self.FIELDS[2:]:
+                yield from self._row(field_id, label, placeholder)
             yield Static(id="add-message", classes="message -error")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Add", variant="primary", id="add")
+            yield Static(Content("Enter: next field, and Add from the last · Esc: cancel"), classes="hint")
 
-    @on(Input.Submitted)
-    def next_field(self) -> None:
-        self.focus_next()
+    def _row(self, field_id: str, label: str, placeholder: str) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label(Content(label), classes="label")
+            last = field_id == self.FIELDS[-1][0]
+            yield Field(placeholder=placeholder, id=field_id, password=field_id == "new-password",
+                        next_on_enter=not last)  # fmt: skip
+
+    @on(Input.Submitted, "#new-password")
+    def submitted(self) -> None:
+        self.add()
 
     @on(Button.Pressed, "#cancel")
     def cancel(self) -> None:
@@ -51,13 +70,27 @@ class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
     @on(Button.Pressed, "#add")
     def add(self) -> None:
         value = lambda id: self.query_one(f"#{id}", Input).value  # noqa: E731
+        problems = []
+        for field, check in (("new-username", clean_username), ("new-name", clean_name),
+                             ("new-team", clean_team), ("new-email", clean_email)):  # fmt: skip
+            try:
+                check(value(field))
+            except InvalidInput as error:
+                problems.append(str(error))
+        password = value("new-password")
+        if password and len(password) < 8:
+            problems.append("password: at least 8 characters")
+        if problems:
+            self._say("\n".join(problems))
+            return
         new = NewUser(value("new-username"), value("new-name"), self.query_one("#new-role", Select).value,
                       email=value("new-email") or None, team=value("new-team") or None)
-        password = value("new-password") or None
-        self.call_store(self.service.add_user, self.session, new, password=password, then=self.dismiss)
+        self._say("")
+        self.call_store(self.service.add_user, self.session, new, password=password or None, then=self.dismiss,
+                        failed=lambda error: self._say(str(error)))  # fmt: skip
 
-    def store_failed(self, error: BaseException | None) -> None:
-        self.query_one("#add-message", Static).update(Content(printable(str(error))))
+    def _say(self, text: str) -> None:
+        self.query_one("#add-message", Static).update(Content("\n".join(printable(line) for line in text.split("\n"))))
 
 
 class ImportErrorsDialog(TypedKeysGuard, ModalScreen[None]):
