@@ -158,9 +158,13 @@ async def test_walk_every_step_with_keys(service: Service) -> None:
         assert wizard(app).step == "codes" and app.results == []
         assert "not shown again" in flat(app)
 
-        await pilot.press("space")  # tick "I have saved them": focus moves on to Continue
+        await pilot.press("enter", "enter")  # Enter in a hurry neither ticks the box nor continues
         await pilot.pause()
-        assert not continue_button.disabled and app.focused is continue_button
+        assert wizard(app).step == "codes" and continue_button.disabled
+        assert "Tick “I have saved them” first." in screen_text(app)
+        await pilot.press("space")  # tick "I have saved them": a deliberate key, then Enter continues
+        await pilot.pause()
+        assert not continue_button.disabled and isinstance(app.focused, Checkbox)
         await pilot.press("enter")
         await pilot.pause()
         assert wizard(app).step == "done"
@@ -180,7 +184,7 @@ async def test_enroll_session_from_login_gets_a_full_session(service: Service) -
     async with app.run_test(size=(80, 24)) as pilot:
         await to_code(app, pilot)
         await type_code(app, pilot, code_now(wizard(app).enrollment.secret))
-        await pilot.press("enter")  # the checkbox
+        await pilot.press("space")  # the checkbox
         await pilot.pause()
         await pilot.press("enter")  # Continue
         await pilot.pause()

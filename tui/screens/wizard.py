@@ -43,6 +43,13 @@ def _text(text: str | None) -> Content:
     return Content(printable(text))
 
 
+class SaveCheckbox(Checkbox, inherit_bindings=False):
+    """"I have saved them": ticked with Space or a click only (Enter is the step's Continue), so
+    Enter pressed twice in a hurry cannot skip codes shown only once."""
+
+    BINDINGS = [Binding("space", "toggle_button", "Tick", show=False)]
+
+
 class EnrollmentWizard(TypedKeysGuard, StoreWork, ModalScreen[ConfirmResult | None]):
     """Set up TOTP for `username`, acting as `actor`. Dismisses with the ConfirmResult, or None."""
 
@@ -292,7 +299,7 @@ class EnrollmentWizard(TypedKeysGuard, StoreWork, ModalScreen[ConfirmResult | No
                 with Horizontal(id="codes-grid"):
                     yield Static(Content(), id="codes-left")
                     yield Static(Content(), id="codes-right")
-                yield Checkbox("I have saved them", id="codes-saved")
+                yield SaveCheckbox("I have saved them", id="codes-saved")
                 with Horizontal(classes="wizard--buttons"):
                     yield Button("Continue", id="codes-continue", variant="primary", disabled=True)
                     yield Static(Content(), id="codes-message", classes="wizard--message")
@@ -404,7 +411,6 @@ class EnrollmentWizard(TypedKeysGuard, StoreWork, ModalScreen[ConfirmResult | No
         button.disabled = not event.value
         if event.value:
             self._say("#codes-message", "")
-            button.focus()
 
     # -- step 1 -> 2: begin --------------------------------------------------------------------
     def _begin_clicked(self) -> None:
