@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .models import NewUser, PolicyMode, Role
+from .models import NewUser, PolicyMode, Role, Status
 from .paths import StorePaths
 from .service import Service
 
@@ -83,7 +83,11 @@ class SeedUser:
     last_login_at: float | None
 
 
-def login_help() -> str:
-    lines = ["Demo sign-ins (2FA is mandatory; each is Pending and enrolls at first sign-in):"]
-    lines += [f"  {login.role.value:<10} {login.username:<11} password {login.password}" for login in LOGINS]
+def login_help(statuses: dict[str, Status]) -> str:
+    """The demo's sign-ins, each with its 2FA status now (`statuses` by username)."""
+    lines = ["Demo sign-ins (2FA is mandatory: a Pending user enrolls at first sign-in):"]
+    for login in LOGINS:
+        status = statuses.get(login.username)
+        state = "Pending: enrolls at first sign-in" if status is Status.PENDING else status.value.title() if status else "missing"
+        lines.append(f"  {login.role.value:<10} {login.username:<11} password {login.password:<16} {state}")
     return "\n".join(lines)

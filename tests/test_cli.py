@@ -699,8 +699,14 @@ def test_demo_builds_a_store_at_the_xdg_demo_location(cli, tmp_path):
         ("supervisor", "supervisor", "demo-supervisor"),
         ("agent", "agent", "demo-agent"),
     ):
-        assert [role, username, "password", password] in [line.split() for line in proc.stdout.splitlines()]
+        line = next(line for line in proc.stdout.splitlines() if line.split()[:2] == [role, username])
+        assert line.split()[2:5] == ["password", password, "Pending:"], line
+    assert f"The demo store is {demo_db}" in proc.stdout
     assert not cli.db.exists()  # MFA_CONSOLE_DB is not the demo's
+    # Another command without --db is told where the demo is.
+    elsewhere = {k: v for k, v in cli.env.items() if k != "MFA_CONSOLE_DB"}
+    lost = subprocess.run([*MFA, "policy", "show"], capture_output=True, text=True, env=elsewhere, timeout=30)
+    assert lost.returncode == 2 and f"the demo store is {demo_db}: use it with --db {demo_db}" in lost.stderr
 
     table = cli.run("users", "list", "--db", str(demo_db), code=0).stdout.splitlines()
     assert len(table) == 1 + 50
@@ -718,6 +724,19 @@ def test_demo_builds_a_store_at_the_xdg_demo_location(cli, tmp_path):
     assert demo_db.read_bytes() == before
     cli.run("demo", "--no-dashboard", "--users", "10", code=0)
     assert len(json.loads(cli.run("users", "list", "--db", str(demo_db), "--json", code=0).stdout)) == 10
+
+
+def test_demo_pointed_at_a_folder_is_refused(cli, tmp_path):
+    folder = tmp_path / "a-folder"
+    folder.mkdir(mode=0o700)
+    assert "is not a regular file" in cli.fails("demo", "--no-dashboard", "--db", str(folder), code=2)
+    assert list(folder.iterdir()) == []
+
+
+def test_the_dashboard_without_a_terminal_says_so(store):
+    """`ssh host mfa-console` without -t, or a cron job: one line and exit 2, no escape codes."""
+    message = store.fails(code=2)
+    assert "needs a terminal" in message
 
 
 def test_demo_never_deletes_a_store_it_was_pointed_at(store):

@@ -216,7 +216,10 @@ def test_interrupting_enrollment_leaves_the_user_pending(store, keys, status):
         tmux.send(keys)
         assert tmux.wait_exit() == status
         after = tmux.capture_history()
+        screen = tmux.capture(escapes=True)
     assert "Traceback" not in after
+    # The key leaves the screen with the cancel, as with a success: neither the QR nor its text.
+    assert find_qr(screen) is None and secret[:4] not in after and "alice stays pending" in after
     record = store.record("alice")
     assert (record.get("secret"), record.get("pending_secret")) == (None, None)  # ...and nothing of it left
     assert store.user("alice")["status"] == "pending"

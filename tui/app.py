@@ -119,5 +119,7 @@ class MfaConsoleApp(App[None]):
 
 
 def run_dashboard(paths: StorePaths, *, demo: bool = False) -> int:
-    MfaConsoleApp(paths, demo=demo).run()
-    return 0
+    """The dashboard's exit status: 0 after a quit, 1 after a crash (Textual printed why)."""
+    app = MfaConsoleApp(paths, demo=demo)
+    app.run()
+    return app.return_code or 0

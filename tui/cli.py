@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from store import fs, legacy
 from store.csvio import users_to_json
-from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError
+from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError, StoreMissing
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
 from store.paths import StorePaths, resolve
 from store.service import Service
@@ -169,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     except (PolicyError, PermissionDenied) as exc:
         print(f"mfa-console: {printable(str(exc))}", file=sys.stderr)
         return EXIT_REJECTED
-    except StoreError as exc:  # unknown user, bad input, missing, corrupt or locked-away store
+    except StoreMissing as exc:
+        demo = resolve(demo=True).db
+        if demo.exists() and not (getattr(args, "db", None) or os.environ.get("MFA_CONSOLE_DB")):
+            exc = StoreMissing(f"{exc}; the demo store is {demo}: use it with --db {demo}")
+        print(f"mfa-console: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:  # unknown user, bad input, a corrupt, unsafe or busy store
         print(f"mfa-console: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -229,12 +235,20 @@ def cmd_demo(args) -> int:
             path.unlink(missing_ok=True)
     if not exists():
         count = args.users or 200
-        print(f"Building the demo contact center ({count} users) at {paths.db} ...", file=sys.stderr)
+        print(f"Building the demo contact center ({count:,} users) at {printable(str(paths.db))} ...", file=sys.stderr)
         demo_store.build_demo(paths, users=count, actor=os_actor(), now=time.time()).close()
-    print(demo_store.login_help())
+    service = Service(paths)  # opened (a folder or a damaged file is refused here), and the logins read
+    logins = {u.username: u.status for u in service.list_users(service.operator(os_actor()))}
+    service.close()
+    where = (f"The demo store is {printable(str(paths.db))}: other commands use it with --db (or "
+             "MFA_CONSOLE_DB) set to that path.")  # fmt: skip
     if args.no_dashboard or not sys.stdout.isatty():
+        print(demo_store.login_help(logins))
+        print(where)
         return EXIT_OK
-    return _dashboard(paths, demo=True)
+    code = _dashboard(paths, demo=True)  # its sign-in screen shows the demo's sign-ins
+    print(where)
+    return code
 
 
 def cmd_users(args) -> int:
@@ -325,10 +339,10 @@ def cmd_enroll(args) -> int:
             raise Fail(f"enrollment not confirmed; {user.username} stays {user.status.value}")
     except (EOFError, KeyboardInterrupt, Fail):
         service.cancel_enrollment(op, user.username)
+        _clear_screen()
+        print(f"Enrollment cancelled: {user.username} stays {user.status.value}.", file=sys.stderr)
         raise
-    if sys.stdout.isatty():
-        # The key must not outlive enrollment on screen: clear the screen and its scrollback.
-        sys.stdout.write("\x1b[H\x1b[2J\x1b[3J")
+    _clear_screen()
     print(f"2FA is active for {user.username}.")
     print("Recovery codes, each good for one sign-in without the phone.")
     print("Save them now: they are not shown again.")
@@ -336,6 +350,13 @@ def cmd_enroll(args) -> int:
     for left, right in zip(codes[0::2], codes[1::2]):
         print(f"  {left}    {right}")
     return EXIT_OK
+
+
+def _clear_screen() -> None:
+    """The key must not outlive enrollment on screen, done or not: the screen and its scrollback."""
+    if sys.stdout.isatty():
+        sys.stdout.write("\x1b[H\x1b[2J\x1b[3J")
+        sys.stdout.flush()
 
 
 def cmd_verify(args) -> int:
@@ -432,7 +453,7 @@ def cmd_report(args) -> int:
         print(json.dumps(doc, indent=2))
         return EXIT_OK
     print(f"Rollout at {now:%Y-%m-%d %H:%M} UTC")
-    print(f"Activated {o.activated:,} of {o.total:,} ({overall['percent']}%) · Pending {o.pending:,} · "
+    print(f"Activated {o.activated:,} of {o.total:,} ({report.percent_label(o.activated, o.total)}) · Pending {o.pending:,} · "
           f"Disabled {o.disabled:,}")  # fmt: skip
     print(f"Activated today {o.activated_today:,}, in the last 7 days {o.activated_7d:,}")
     if teams:
@@ -483,6 +504,9 @@ def os_actor() -> str:
 
 
 def _dashboard(paths: StorePaths, *, demo: bool = False) -> int:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise Fail("the dashboard needs a terminal (ssh -t, or a terminal window); every other command "
+                   "works without one", EXIT_USAGE)  # fmt: skip
     if not os.environ.get("COLORTERM") and "256color" not in os.environ.get("TERM", ""):
         # With 16 colours Textual sends the QR code's black and white as ANSI colours, which
         # terminal themes remap; every terminal in use over SSH takes the fixed 256-colour ones.
