@@ -17,6 +17,7 @@ from store.models import Role, Session
 from store.paths import StorePaths
 from store.service import Service
 
+from .prefs import Preferences
 from .screens.common import ErrorScreen
 from .screens.login import FirstRunScreen, LoginScreen
 
@@ -44,13 +45,19 @@ class MfaConsoleApp(App[None]):
         self.poll_seconds = poll_seconds
         self.service = Service(paths, clock=clock)
         self.session: Session | None = None
+        self.prefs = Preferences()
 
     def now(self) -> datetime:
         """The service's idea of now (a test's frozen clock, or the real one)."""
         return datetime.fromtimestamp((self.clock or time.time)(), UTC)
 
     def on_mount(self) -> None:
-        # Only the store's first line is read here (a missing or unreadable store shows at once),
+        theme = self.prefs.get("theme")
+        if theme in self.available_themes:
+            self.theme = theme
+        if self.prefs.notice:
+            self.notify(self.prefs.notice, severity="warning", timeout=10, markup=False)
+        # Only the store's settings are read here (a missing or unreadable store shows at once),
         # so the first frame drawn is the sign-in screen, with the contact center's name.
         try:
             policy = self.service.peek_policy()
@@ -65,6 +72,9 @@ class MfaConsoleApp(App[None]):
         # The full read (seconds on a large store) starts once the sign-in screen is drawn, and
         # is done by the time the password is typed.
         self.call_after_refresh(self.run_worker, self._preload, thread=True, exit_on_error=False)
+
+    def watch_theme(self, theme: str) -> None:
+        self.prefs.save(theme=theme)
 
     def _preload(self) -> None:
         """Runs in a thread while the password is typed: the main screen's code, then the store."""

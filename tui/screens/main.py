@@ -28,7 +28,7 @@ from ..widgets.audit import AuditView
 from ..widgets.fields import TypedKeysGuard
 from ..widgets.rollout import RolloutView
 from ..widgets.security import SecurityView
-from ..widgets.user_grid import UserIndex
+from ..widgets.user_grid import COLUMNS, UserIndex
 from ..widgets.users import UsersView
 from ..work import StoreWork
 from .common import ConfirmDialog, PromptDialog
@@ -88,8 +88,10 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="🔐")
-        # Supervisors land on the rollout; administrators on the users they act on.
-        with TabbedContent(id="tabs", initial="users-tab" if self.is_admin else "rollout-tab"):
+        # The tab they were on; else supervisors land on the rollout, administrators on the users.
+        remembered = self.app.prefs.get("tab")
+        initial = remembered if remembered in TABS else "users-tab" if self.is_admin else "rollout-tab"
+        with TabbedContent(id="tabs", initial=initial):
             with TabPane("Rollout", id="rollout-tab"):
                 yield RolloutView(id="rollout-view")
             with TabPane("Users", id="users-tab"):
@@ -111,6 +113,7 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
     def on_mount(self) -> None:
         self.sub_title = printable(f"{self.session.username} · {self.session.role.value}")
         self.query_one(SecurityView).may_change = self.is_admin
+        self._restore_grid()
         self._focus_tab()
         self.poll(force=True)
         self.set_interval(self.app.poll_seconds, self.poll)
@@ -207,6 +210,7 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
 
     @on(TabbedContent.TabActivated)
     def tab_changed(self) -> None:
+        self.app.prefs.save(tab=self.active_tab)
         self.refresh_bindings()
         self._focus_tab()
         self._show_rollout_tab()
@@ -241,6 +245,19 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
         return True
 
     # -- search and filter ---------------------------------------------------------------------
+    def _restore_grid(self) -> None:
+        """The sort and the status filter last chosen; each change is remembered."""
+        prefs, view = self.app.prefs, self.users_view
+        grid = view.grid
+        column, reverse = prefs.get("sort_column"), prefs.get("sort_reverse")
+        if isinstance(column, int) and 0 <= column < len(COLUMNS) and isinstance(reverse, bool):
+            grid.sort_column, grid.sort_reverse = column, reverse
+        status = prefs.get("status_filter")
+        view.status_filter = next((s for s in Status if s.value == status), None)
+        self.watch(grid, "sort_column", lambda column: prefs.save(sort_column=column), init=False)
+        self.watch(grid, "sort_reverse", lambda reverse: prefs.save(sort_reverse=reverse), init=False)
+        self.watch(view, "status_filter", lambda s: prefs.save(status_filter=s.value if s else None), init=False)
+
     def action_search(self) -> None:
         self.users_view.open_search()
 
