@@ -22,7 +22,7 @@ from store.models import AuditEvent
 from store.validation import printable
 
 from .table import Column, LineTable
-from .fields import Field
+from .fields import Field, forward
 
 COLUMNS = (
     Column("Time (UTC)", 16),
@@ -50,7 +50,7 @@ class AuditTable(LineTable):
         event.prevent_default()
         view = self.parent
         if isinstance(view, AuditView):
-            view.start_filter(event.character or "")
+            view.start_filter(event)
 
 
 class AuditView(Vertical):
@@ -61,7 +61,8 @@ class AuditView(Vertical):
         self._events: Sequence[AuditEvent] = ()
 
     def compose(self) -> ComposeResult:
-        yield Field(placeholder="Type to filter: user, action, target, outcome, detail", id="audit-filter")
+        yield Field(placeholder="Type to filter: user, action, target, outcome, detail", id="audit-filter",
+                    select_on_focus=False)  # letters typed on the table add to the filter
         yield AuditTable(COLUMNS, _key, cells, id="audit-table")
         yield Static(id="audit-selected")
 
@@ -96,11 +97,11 @@ class AuditView(Vertical):
             lines = [printable(f"{at}  {e.actor} · {e.action} · {e.target or '—'} · {e.outcome}"), printable(e.detail)]
         self.query_one("#audit-selected", Static).update(Content("\n".join(lines)))
 
-    def start_filter(self, character: str) -> None:
+    def start_filter(self, key: events.Key) -> None:
         """Typing on the table: the filter takes the keyboard, and this first letter."""
         field = self.filter_input
         self.screen.set_focus(field)  # at once: the rest of a burst of keys follows it
-        field.insert_text_at_cursor(character)
+        forward(key, field)  # after the field's focus, in its own queue: the letters keep their order
 
     @on(Input.Submitted, "#audit-filter")
     def _filter_done(self) -> None:
