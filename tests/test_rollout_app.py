@@ -39,7 +39,7 @@ async def test_a_supervisor_lands_on_the_rollout(paths, service, clock):
         assert screen.query_one(TabbedContent).active == "rollout-tab"
         assert pilot.app.focused is screen.query_one(RolloutView).teams
         text = screen_text(pilot.app)
-        assert "Activated 1 of 4 (25%)" in text and "Who to chase: 3 in Billing" in text
+        assert "Activated 1 of 4 (25%)" in text and "Chase 3 · Billing" in text
 
 
 async def test_an_administrator_gets_the_rollout_when_the_tab_is_shown(paths, service, clock):
@@ -51,7 +51,7 @@ async def test_an_administrator_gets_the_rollout_when_the_tab_is_shown(paths, se
         await pilot.press("1")
         await settle(pilot)
         text = screen_text(pilot.app)
-        assert "Activated 1 of 4 (25%)" in text and "Who to chase: 3 in Billing" in text
+        assert "Activated 1 of 4 (25%)" in text and "Chase 3 · Billing" in text
 
 
 async def test_choosing_a_team_filters_the_users_grid(paths, service, clock):
@@ -84,4 +84,4 @@ async def test_another_process_activates_a_user_and_the_tab_follows(paths, servi
         text = screen_text(pilot.app)
         assert "Activated 2 of 4 (50%)" in text and "activated today 2" in text
         assert view.numbers.daily[-1].activations == 2  # the chart's last bar
-        assert "Who to chase: 2 in Billing" in text
+        assert "Chase 2 · Billing" in text

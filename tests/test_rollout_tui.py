@@ -69,7 +69,7 @@ async def test_lands_on_the_numbers():
         assert [w for w in first_words if w in ("Tech", "Billing", "(no", "Sales")] == ["Tech", "Billing", "(no", "Sales"]
         assert " 25% " in next(line for line in lines if line.startswith(" Tech"))  # furthest behind first
         # Tech is selected: its Pending users, longest first, the unknown one last.
-        assert "Who to chase: 2 in Tech" in text
+        assert "Chase 2 · Tech" in text
         assert chase_names(app.query_one(RolloutView)) == ["tom.walsh", "tao.lopez"]
         assert "tom.walsh" in text and "activations per day" in text and "30 Nov" in text
 
@@ -84,7 +84,7 @@ async def test_the_chase_list_follows_the_selected_team():
         assert chase_names(view) == ["bea.costa", "bo.chen"]
         await pilot.press("down")
         assert view.teams.selected == "" and chase_names(view) == ["nia.haddad"]
-        assert view.chase.border_title == "Who to chase: 1 in (no team)"  # cut to "(no te…" at 80 columns
+        assert view.chase.border_title == "Chase 1 · (no team)"
 
 
 async def test_enter_on_a_team_asks_for_its_users():
@@ -113,7 +113,7 @@ async def test_new_data_updates_counts_and_keeps_the_selection():
         text = screen_text(app)
         assert "Activated 9 of 13 (69%)" in text  # 900 // 13 = 69
         assert "activated today 4" in text
-        assert chase_names(view) == [] and "Who to chase: 0 in Billing" in text
+        assert chase_names(view) == [] and "Chase 0 · Billing" in text
         assert view.numbers.daily[-1].activations == 4  # the chart's last bar: ben, tia and these two
 
 

@@ -26,8 +26,10 @@ class MfaConsoleApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "mfa-console"
     BINDINGS = [
+        Binding("question_mark", "toggle_keys", "Keys", id="keys", tooltip="Every key of this screen"),
         Binding("q", "quit", "Quit", id="quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("escape", "hide_keys", "Hide keys", show=False, priority=True),  # only while they show
     ]
 
     def __init__(
@@ -113,7 +115,19 @@ class MfaConsoleApp(App[None]):
             self.session = None
         self.switch_screen(LoginScreen(demo=self.demo))
 
+    def action_toggle_keys(self) -> None:
+        """The footer shows the main keys at 80 columns; `?` shows them all (Textual's panel)."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def action_hide_keys(self) -> None:
+        self.action_hide_help_panel()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "hide_keys":
+            return bool(self.screen.query("HelpPanel"))  # else Esc goes on to the screen
         # The enrollment wizard's recovery-codes step (duck-typed: the wizard is imported when first used).
         if action == "quit" and getattr(self.screen, "step", None) == "codes":
             return False  # the recovery codes are shown once: `q` must not lose them (ctrl+q still quits)

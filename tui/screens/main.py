@@ -59,7 +59,7 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
         Binding("slash", "search", "Search", id="search"),
         Binding("f", "cycle_filter", "Filter", id="filter"),
         Binding("e", "enroll", "Enroll", id="enroll"),
-        Binding("r", "reset", "Reset 2FA", id="reset"),
+        Binding("r", "reset", "Reset", id="reset", tooltip="Reset the selected user's 2FA"),
         Binding("u", "unlock", "Unlock", id="unlock"),
         Binding("a", "add", "Add", id="add"),
         Binding("d", "deactivate", "(De)activate", show=False, id="deactivate"),
@@ -100,7 +100,8 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
                 yield SecurityView(id="security-view")
             with TabPane("Audit", id="audit-tab"):
                 yield AuditView(id="audit-view")
-        yield Footer()
+        # The palette (ctrl+p) is listed by `?`: the footer's room goes to this tab's keys.
+        yield Footer(show_command_palette=False)
 
     @property
     def users_view(self) -> UsersView:

@@ -32,7 +32,7 @@ COLUMNS = (
     Column("Outcome", 7),
     Column("Detail", 8, grow=3, optional=True),
 )
-TAB_KEYS = "1234"  # the main screen's tab keys: never typed into the filter from the table
+TAB_KEYS = "1234?"  # the tab keys and the keys panel: never typed into the filter from the table
 
 
 def cells(event: AuditEvent) -> tuple[str, ...]:

@@ -40,17 +40,19 @@ SPANS = (30, 90)  # days the chart shows; `t` switches
 CHASE_CSV_COLUMNS = ("username", "name", "email", "team", "pending_since", "days_pending")
 
 
+# Counts up to 100,000 are never cut; optional columns go first when it is narrow (Activated is
+# Users less Pending and Disabled; a username is the identity, a name is not).
 TEAM_COLUMNS = (
-    Column("Team", 10, grow=1),
-    Column("Users", 5, right=True),
-    Column("Activated", 9, right=True),
+    Column("Team", 12, grow=3),
+    Column("Users", 7, right=True),
+    Column("Activated", 9, right=True, optional=True),
     Column("Pending", 7, right=True),
     Column("Done", 4, right=True),
     Column("", 5, grow=1),
 )
 CHASE_COLUMNS = (
-    Column("Username", 10, grow=2),
-    Column("Name", 9, grow=3),
+    Column("Username", 20, grow=1),
+    Column("Name", 9, grow=3, optional=True),
     Column("Team", 8, grow=2, optional=True),  # the title names the team already
     Column("Days", 4, right=True),
 )
@@ -192,8 +194,8 @@ class RolloutView(StoreWork, Vertical):
         if team is None:
             title = "Who to chase"
         else:
-            # The count first: a narrow pane cuts the end of the title.
-            title = f"Who to chase: {len(self._chase_rows()):,} in {printable(team or report.NO_TEAM)}"
+            # Short, the count first: a narrow pane cuts the end of a title.
+            title = f"Chase {len(self._chase_rows()):,} · {printable(team or report.NO_TEAM)}"
         self.chase.border_title = Content(title)
 
     # -- chart -------------------------------------------------------------------------------
@@ -221,8 +223,9 @@ class RolloutView(StoreWork, Vertical):
         x = list(range(len(days)))
         counts = [d.activations for d in days]
         top = _nice_top(max(counts))
-        plt.bar(x, counts, marker="hd", color=bars.rgb, width=0.6 if self.span <= 30 else 0.9)
+        # The line first: the bars are drawn over it, so a day's bar is never cut by the line.
         plt.plot(x, [d.percent for d in days], yside="right", marker="braille", color=line.rgb)
+        plt.bar(x, counts, marker="hd", color=bars.rgb, width=0.6 if self.span <= 30 else 0.9)
         plt.xlim(-0.5, len(days) - 0.5)
         plt.ylim(0, top)
         plt.yticks([0, top // 2, top], ["0", f"{top // 2:,}", f"{top:,}"])

@@ -255,7 +255,7 @@ class UserGrid(CursorRows):
     }
     """
     BINDINGS = [
-        Binding("s", "sort", "Sort", tooltip="Sort by the next column; S reverses"),
+        Binding("s", "sort", "Sort", show=False, tooltip="Sort by the next column; S reverses"),
         Binding("S", "reverse", "Reverse sort", show=False),
     ]
 
