@@ -37,7 +37,7 @@ class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
         self.service, self.session = service, session
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog form", id="add-user"):
+        with Vertical(classes="dialog form fields", id="add-user"):
             yield Static(Content("Add a user"), classes="title")
             for field_id, label, placeholder in self.FIELDS[:2]:
                 yield from self._row(field_id, label, placeholder)

@@ -7,10 +7,10 @@ from datetime import datetime
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Center, Vertical
+from textual.containers import Center, Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Static
+from textual.widgets import Button, Footer, Input, Label, Static
 
 from store.errors import StoreError
 from store.models import AuthResult, ConfirmResult, NewUser, Outcome, Role
@@ -169,28 +169,34 @@ class LoginScreen(TypedKeysGuard, StoreWork, Screen):
 class FirstRunScreen(TypedKeysGuard, StoreWork, Screen):
     """No store yet: name the contact center and its first administrator, then enroll them."""
 
+    FIELDS = (  # (id, label, placeholder, password)
+        ("issuer", "Name", "the contact center, as authenticator apps show it", False),
+        ("admin-username", "Admin user", "the first administrator's username", False),
+        ("admin-name", "Full name", "optional", False),
+        ("password1", "Password", "at least 8 characters", True),
+        ("password2", "Again", "the same password", True),
+    )
+
     def compose(self) -> ComposeResult:
-        with Center(), Vertical(id="first-run", classes="form"):
+        with Center(), Vertical(id="first-run", classes="form fields"):
             yield Static(Content("Welcome to mfa-console"), classes="title")
             yield Static(Content("No contact center here yet. Set one up:"), classes="subtitle")
-            yield Field(placeholder="Contact center name (shown in authenticator apps)", id="issuer", next_on_enter=True)
-            yield Field(placeholder="Administrator username", id="admin-username", next_on_enter=True)
-            yield Field(placeholder="Administrator full name", id="admin-name", next_on_enter=True)
-            yield Field(placeholder="Password (at least 8 characters)", password=True, id="password1", next_on_enter=True)
-            yield Field(placeholder="Password again", password=True, id="password2")
-            yield Button("Create", variant="primary", id="create")
+            for field_id, label, placeholder, password in self.FIELDS:
+                with Horizontal(classes="row"):
+                    yield Label(Content(label), classes="label")
+                    yield Field(placeholder=placeholder, id=field_id, password=password,
+                                next_on_enter=field_id != "password2")  # fmt: skip
             yield Static(id="first-run-message", classes="message -error")
+            with Horizontal(classes="buttons"):
+                yield Button("Create", variant="primary", id="create")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#issuer", Input).focus()
 
-    @on(Input.Submitted)
-    def next_field(self, event: Input.Submitted) -> None:
-        if event.input.id == "password2":
-            self.create()
-        else:
-            self.focus_next()
+    @on(Input.Submitted, "#password2")
+    def submitted(self) -> None:
+        self.create()
 
     @on(Button.Pressed, "#create")
     def create(self) -> None:
