@@ -481,9 +481,12 @@ class Service:
             return _user(replace(record, recovery_left=0, **changes), tx.policy, self._clock())
 
     def unlock(self, actor: Session, username: str) -> User:
+        """Lifts a lock, and forgets the failures counted towards the next one."""
         self._require(actor, admin=True)
         with self._tx() as tx:
             record = self._record(tx, username)
+            if locked_until(record.locked_until, self._clock()) is None and not record.failures:
+                raise PolicyError(f"{record.username} is not locked")  # nothing to do, nothing recorded
             changes = dict(failures=0, lock_count=0, locked_until=None)
             tx.w.update_user(record.key, **changes)
             tx.log(actor.actor, "user.unlock", record.key, "ok")

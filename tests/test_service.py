@@ -456,6 +456,13 @@ class TestLockout:
         assert fail_five_times(service, "alice", alice_secret, clock)[-1].locked_until == at(clock.now + 300)
         assert [e.target for e in service.audit(op, action="user.unlock")] == ["alice"]
 
+    def test_unlocking_a_user_who_is_not_locked_says_so_and_records_nothing(self, service, op):
+        with pytest.raises(PolicyError, match="bob is not locked"):
+            service.unlock(op, "bob")
+        assert service.audit(op, action="user.unlock") == []
+        service.login("bob", "wrong-password")  # one failure counted: unlock forgets it
+        assert service.unlock(op, "bob").failures == 0
+
     def test_wrong_passwords_count(self, service, op):
         outcomes = [service.login("bob", "wrong-password").outcome for _ in range(5)]
         assert outcomes == [Outcome.INVALID] * 4 + [Outcome.LOCKED]

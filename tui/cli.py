@@ -703,4 +703,4 @@ def _when(at: datetime | None) -> str:
     if at is None:
         return "later"
     minutes = max(1, round((at.timestamp() - time.time()) / 60))
-    return f"{at.astimezone().strftime('%H:%M')} ({minutes} min)"
+    return f"{at.astimezone().strftime('%H:%M %Z')} ({minutes} min)"

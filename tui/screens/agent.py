@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Vertical
@@ -48,7 +50,7 @@ class AgentScreen(TypedKeysGuard, StoreWork, Screen):
         for s in Status:
             status.set_class(user.status is s, f"-{s.value}")
         if user.status is Status.ACTIVATED:
-            since = user.activated_at.strftime("%d %b %Y") if user.activated_at else "—"
+            since = user.activated_at.astimezone(UTC).strftime("%Y-%m-%d") if user.activated_at else "—"
             detail = (
                 f"Set up on {since}. {user.recovery_codes_left} recovery codes left.\n\n"
                 "New phone? Press e to set up 2FA again: the old phone stops working once the new one is confirmed."
