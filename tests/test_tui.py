@@ -414,3 +414,21 @@ async def test_import_of_a_missing_file_says_so(paths, service, clock, tmp_path)
         await pilot.press("enter")
         await settle(pilot)
         assert "cannot read" in screen_text(pilot.app) and "No such file" in screen_text(pilot.app)
+
+
+async def test_a_sort_from_the_first_row_shows_the_new_first_rows(paths, service, clock):
+    """With the cursor on the first row, a new sort shows the top of the new order (not the same
+    user, now somewhere in the middle); with a user chosen further down, the cursor stays on them."""
+    secret = enroll(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        grid = pilot.app.screen.query_one(UserGrid)
+        assert grid.selected.username == "ada"
+        await pilot.press("S")  # usernames, reversed
+        await settle(pilot)
+        assert [u.username for u in grid.rows][:1] == ["sam"] and grid.selected.username == "sam"
+        grid.cursor = 2
+        chosen = grid.selected.username
+        await pilot.press("S")
+        await settle(pilot)
+        assert grid.selected.username == chosen

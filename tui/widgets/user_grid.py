@@ -270,6 +270,9 @@ class UserGrid(CursorRows):
         self._filter = Filter()
         self._rows = Rows(self._order.users, range(0))
         self._layout: tuple[tuple[int, int], list[tuple[int, int]]] = ((-1, -1), [])
+        # Another sort asked for with the cursor on the first row: show the new first rows. With a
+        # user chosen further down, the cursor stays on that user.
+        self._resorted = False
 
     # -- data ----------------------------------------------------------------------------------
     @property
@@ -344,6 +347,9 @@ class UserGrid(CursorRows):
         self._order = order
         self._rows = Rows(order.users, positions)
         self.virtual_size = Size(self.size.width, len(self._rows) + 1)
+        if self._resorted:  # a sort asked for from the top shows the new first rows, not the middle
+            self._resorted, index = False, 0
+            self.scroll_home(animate=False)
         self.cursor = min(index if index is not None else self.cursor, max(len(self._rows) - 1, 0))
         self.refresh()
 
@@ -359,9 +365,11 @@ class UserGrid(CursorRows):
 
     # -- actions -------------------------------------------------------------------------------
     def action_sort(self) -> None:
+        self._resorted = self.cursor == 0
         self.sort_column = (self.sort_column + 1) % len(COLUMNS)
 
     def action_reverse(self) -> None:
+        self._resorted = self.cursor == 0
         self.sort_reverse = not self.sort_reverse
 
     def on_click(self, event: events.Click) -> None:
@@ -370,6 +378,7 @@ class UserGrid(CursorRows):
             x = event.x + int(self.scroll_x)
             for i, width in self._column_widths(self.size.width):
                 if x < width + 1:
+                    self._resorted = self.cursor == 0
                     if i == self.sort_column:
                         self.sort_reverse = not self.sort_reverse
                     else:
