@@ -59,4 +59,8 @@ class ImportRejected(StoreError):
 
     def __init__(self, errors: list[RowError]):
         self.errors = errors
-        super().__init__(f"{len(errors)} bad row(s); nothing imported")
+        super().__init__(f"{problems(len(errors))} in the file; nothing imported")
+
+
+def problems(count: int) -> str:
+    return f"{count} problem{'' if count == 1 else 's'}"

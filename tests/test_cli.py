@@ -405,7 +405,7 @@ def test_import_reports_every_bad_row_and_writes_nothing(store):
     proc = store.run("users", "import", str(path), code=1)
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
-    assert lines[-1] == "mfa-console: 6 bad row(s); nothing imported"
+    assert lines[-1] == "mfa-console: 6 problems in the file; nothing imported"
     reported = {int(line.split(":")[1]): line.split(": ", 1)[1] for line in lines[:-1]}
     assert all(line.startswith(f"{path}:") for line in lines[:-1])
     assert sorted(reported) == [3, 4, 5, 6, 7, 9]  # physical lines: 9 comes after a 2-line record

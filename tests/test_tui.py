@@ -354,7 +354,7 @@ async def test_import_with_bad_rows_shows_them_and_writes_nothing(paths, service
         await pilot.press("enter")
         await settle(pilot)
         text = screen_text(pilot.app)
-        assert "Nothing imported: 2 bad row(s)" in text
+        assert "Nothing imported: 2 problems in the file" in text
         assert "line 3" in text and "already exists" in text and "line 4" in text
         assert store_state(paths.db) == before
         await pilot.press("escape")

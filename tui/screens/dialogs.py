@@ -10,7 +10,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from store.errors import ImportRejected, InvalidInput
+from store.errors import ImportRejected, InvalidInput, problems
 from store.models import NewUser, Role, Session, User
 from store.service import Service
 from store.validation import clean_email, clean_name, clean_team, clean_username, printable
@@ -104,7 +104,8 @@ class ImportErrorsDialog(TypedKeysGuard, ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="import-errors"):
-            yield Static(Content(f"Nothing imported: {len(self.rejected.errors)} bad row(s)"), classes="title")
+            yield Static(Content(f"Nothing imported: {problems(len(self.rejected.errors))} in the file"),
+                         classes="title")  # fmt: skip
             with VerticalScroll():
                 for error in self.rejected.errors:
                     yield Static(Content(printable(str(error))), classes="row-error")
