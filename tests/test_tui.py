@@ -319,6 +319,10 @@ async def test_command_palette_offers_only_allowed_actions(paths, service, clock
         titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
         assert "Search users" in titles and "Export users" in titles
         assert not any(t.startswith(("Reset", "Unlock", "Add", "Import", "Enroll")) for t in titles)
+        assert "Export who to chase" not in titles
+        await pilot.press("1")  # the Rollout tab's own actions, while it shows
+        titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
+        assert {"Export who to chase", "Chart over 30 or 90 days"} <= set(titles) and "Search users" not in titles
 
 
 async def test_deactivated_admin_is_signed_out(paths, service, clock):

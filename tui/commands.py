@@ -1,4 +1,4 @@
-"""Command palette entries for the main screen: only what the signed-in role may do here."""
+"""Command palette entries for the main screen: only what the signed-in role may do on the tab shown."""
 
 from __future__ import annotations
 
@@ -6,31 +6,38 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-# (title, help, action) — the same actions the key bindings run.
+from .widgets.rollout import RolloutView
+
+# (title, help, action, tab): the same actions the keys run; `tab` None: the screen's own,
+# checked by its check_action; "rollout-tab": the Rollout view's, while that tab shows.
 MAIN_ACTIONS = (
-    ("Search users", "Filter the grid as you type (/)", "search"),
-    ("Cycle status filter", "All, Pending, Activated, Disabled (f)", "cycle_filter"),
-    ("Enroll selected user", "Assisted enrollment with the QR code (e)", "enroll"),
-    ("Reset 2FA of selected user", "Wipes their secret and recovery codes (r)", "reset"),
-    ("Unlock selected user", "Lifts a lockout (u)", "unlock"),
-    ("Add a user", "A form for a new account (a)", "add"),
-    ("Deactivate or reactivate selected user", "(d)", "deactivate"),
-    ("Import users from CSV", "All rows or none (i)", "import_csv"),
-    ("Export users", "CSV or JSON (x)", "export"),
-    ("Show Rollout", "Tab 1: by team, over time, who to chase", "show_tab('rollout-tab')"),
-    ("Show Users", "Tab 2", "show_tab('users-tab')"),
-    ("Show Security", "Tab 3: the 2FA policy", "show_tab('security-tab')"),
-    ("Show Audit", "Tab 4: the audit log", "show_tab('audit-tab')"),
+    ("Search users", "Filter the grid as you type (/)", "search", None),
+    ("Cycle status filter", "All, Pending, Activated, Disabled (f)", "cycle_filter", None),
+    ("Enroll selected user", "Assisted enrollment with the QR code (e)", "enroll", None),
+    ("Reset 2FA of selected user", "Wipes their secret and recovery codes (r)", "reset", None),
+    ("Unlock selected user", "Lifts a lockout (u)", "unlock", None),
+    ("Add a user", "A form for a new account (a)", "add", None),
+    ("Deactivate or reactivate selected user", "They can no longer sign in, or can again (d)", "deactivate", None),
+    ("Import users from CSV", "All rows or none (i)", "import_csv", None),
+    ("Export users", "What the grid shows, as CSV or JSON (x)", "export", None),
+    ("Chart over 30 or 90 days", "The Rollout tab's chart (t)", "toggle_span", "rollout-tab"),
+    ("Export who to chase", "The selected team's Pending users, as CSV (x)", "export_chase", "rollout-tab"),
+    ("Show Rollout", "Tab 1: by team, over time, who to chase", "show_tab('rollout-tab')", None),
+    ("Show Users", "Tab 2: every user, search, filters and actions", "show_tab('users-tab')", None),
+    ("Show Security", "Tab 3: the 2FA policy", "show_tab('security-tab')", None),
+    ("Show Audit", "Tab 4: the audit log", "show_tab('audit-tab')", None),
 )
 
 
 class MainScreenCommands(Provider):
     def _allowed(self):
         screen = self.screen
-        for title, help_text, action in MAIN_ACTIONS:
-            name = action.split("(")[0]
-            if screen.check_action(name, ()) is not False:
-                yield title, help_text, partial(screen.run_action, action)
+        for title, help_text, action, tab in MAIN_ACTIONS:
+            if tab is None:
+                if screen.check_action(action.split("(")[0], ()) is not False:
+                    yield title, help_text, partial(screen.run_action, action)
+            elif screen.active_tab == tab:
+                yield title, help_text, partial(screen.query_one(RolloutView).run_action, action)
 
     async def discover(self) -> Hits:
         for title, help_text, callback in self._allowed():
