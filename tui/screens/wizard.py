@@ -268,7 +268,8 @@ class EnrollmentWizard(TypedKeysGuard, StoreWork, ModalScreen[ConfirmResult | No
                         yield Static(Content("Or type this key in the app:"), classes="wizard--muted -tight")
                         yield Static(Content(), id="scan-key", classes="wizard--key -tight")
                         yield Static(Content("Time-based, 6 digits"), classes="wizard--muted")
-                        yield Static(Content("Enter: I've scanned it\nEsc: cancel"), classes="wizard--hint")
+                        yield Static(Content("Enter: I've scanned it\nEsc: cancel"), id="scan-hint",
+                                     classes="wizard--hint")  # fmt: skip
                         with Horizontal(classes="wizard--buttons"):
                             yield Button("Next", id="scan-next", variant="primary")
                             yield Button("Cancel", id="scan-cancel")
@@ -468,6 +469,8 @@ class EnrollmentWizard(TypedKeysGuard, StoreWork, ModalScreen[ConfirmResult | No
         scan = self.query_one("#step-scan")
         code = event.code
         scan.set_class(isinstance(code, QRTooLarge), "-too-large")
+        done = "I've typed the key" if isinstance(code, QRTooLarge) else "I've scanned it"
+        self.query_one("#scan-hint", Static).update(Content(f"Enter: {done}\nEsc: cancel"))
         if isinstance(code, QRTooLarge):
             view = event.qr_view
             cols = self.size.width + max(0, code.needed_cols - view.size.width)
