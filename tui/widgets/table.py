@@ -72,7 +72,7 @@ class LineTable(CursorRows):
     }
     /* The bar's track is its background, so the length reads against the full width. */
     LineTable > .line-table--bar {
-        color: $success;
+        color: $text-success;  /* legible on light themes too, unlike $success */
         background: $foreground 12%;
     }
     """

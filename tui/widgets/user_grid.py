@@ -442,13 +442,15 @@ class UserGrid(CursorRows):
         for i, w in layout:
             column = COLUMNS[i]
             text = _fit(printable(column.cell(user)), w)
-            style = row_style
             if column.key == "status":
+                # The colour marks the symbol; the word keeps the row's own colour (a coloured
+                # word reads poorly in light themes and on the cursor row), in bold.
                 status_style = self.get_component_rich_style(f"user-grid--{state}", partial=True)
-                # On the cursor row the status keeps the cursor's colours (green on a light
-                # cursor is unreadable in some themes): the words and the weight tell it.
-                style = row_style + (Style(bold=status_style.bold) if index == self.cursor else status_style)
-            segments.append(Segment(text, style))
+                word = row_style + Style(bold=status_style.bold, dim=status_style.dim)
+                mark = word if index == self.cursor else row_style + status_style
+                segments += [Segment(text[:1], mark), Segment(text[1:], word)]
+            else:
+                segments.append(Segment(text, row_style))
             segments.append(Segment(" ", row_style))
         return Strip(segments).crop_extend(0, width, row_style)
 
