@@ -86,7 +86,14 @@ class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
         new = NewUser(value("new-username"), value("new-name"), self.query_one("#new-role", Select).value,
                       email=value("new-email") or None, team=value("new-team") or None)
         self._say("")
-        self.call_store(self.service.add_user, self.session, new, password=password or None, then=self.dismiss,
+
+        def added(user: User) -> None:
+            if not password:  # they cannot sign in yet: say how they will
+                self.app.notify(printable(f"{user.username} has no password yet: set one on the host with "
+                                          f"`mfa-console users passwd {user.username}`."), timeout=10, markup=False)
+            self.dismiss(user)
+
+        self.call_store(self.service.add_user, self.session, new, password=password or None, then=added,
                         failed=lambda error: self._say(str(error)))  # fmt: skip
 
     def _say(self, text: str) -> None:
