@@ -17,6 +17,7 @@ from store.validation import printable
 from ..widgets.user_grid import BADGES
 from ..widgets.fields import TypedKeysGuard
 from ..work import StoreWork
+from .common import ConfirmDialog
 from .wizard import EnrollmentWizard
 
 
@@ -69,4 +70,13 @@ class AgentScreen(TypedKeysGuard, StoreWork, Screen):
         def done(result: ConfirmResult | None) -> None:
             self.reload()
 
-        self.app.push_screen(EnrollmentWizard(self.app.service, self.session, self.session.username), done)
+        def start(yes: bool | None = True) -> None:
+            if yes:
+                self.app.push_screen(EnrollmentWizard(self.app.service, self.session, self.session.username), done)
+
+        if self.user is not None and self.user.status is Status.ACTIVATED:
+            body = ("Your 2FA is set up already. Setting it up again gives you a new key: the app entry "
+                    "you use now stops working once the new one is confirmed.")  # fmt: skip
+            self.app.push_screen(ConfirmDialog("Set up 2FA again", body, "Set up again", danger=False), start)
+        else:
+            start()
