@@ -228,12 +228,13 @@ class Service:
         """The policy alone, for the sign-in screen's title: one small read."""
         return self.policy()
 
-    def preload(self) -> None:
-        """Builds the user list ahead of need (from a worker, at start-up); checks the store whole."""
+    def preload(self) -> tuple[User, ...]:
+        """Checks the store whole and builds the user list ahead of need (from a worker, at
+        start-up, before anyone signed in): what list_users will return until the store changes."""
         problem = self.db.integrity_problem()
         if problem is not None:
             raise StoreCorrupt(f"store {self.db.path} is damaged ({problem}); restore it from a backup")
-        self._all_users()
+        return self._all_users()
 
     @property
     def generation(self) -> tuple[int, int]:

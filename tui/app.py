@@ -6,6 +6,7 @@ import gc
 import importlib
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from datetime import UTC, datetime
 
 from textual.app import App, SystemCommand
@@ -20,9 +21,13 @@ from store.service import Service
 from .prefs import Preferences
 from .screens.common import ErrorScreen
 from .screens.login import FirstRunScreen, LoginScreen
+from .work import StoreWork
+
+if TYPE_CHECKING:
+    from .widgets.user_grid import UserIndex
 
 
-class MfaConsoleApp(App[None]):
+class MfaConsoleApp(StoreWork, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "mfa-console"
     BINDINGS = [
@@ -48,6 +53,7 @@ class MfaConsoleApp(App[None]):
         self.service = Service(paths, clock=clock)
         self.session: Session | None = None
         self.prefs = Preferences()
+        self.preloaded: UserIndex | None = None
 
     def now(self) -> datetime:
         """The service's idea of now (a test's frozen clock, or the real one)."""
@@ -73,24 +79,30 @@ class MfaConsoleApp(App[None]):
         self.push_screen(LoginScreen(demo=self.demo))
         # The full read (seconds on a large store) starts once the sign-in screen is drawn, and
         # is done by the time the password is typed.
-        self.call_after_refresh(self.run_worker, self._preload, thread=True, exit_on_error=False)
+        self.call_after_refresh(self.call_store, self._preload, then=self._preloaded,
+                                failed=lambda error: self._store_unusable(str(error)))  # fmt: skip
 
     def watch_theme(self, theme: str) -> None:
         self.prefs.save(theme=theme)
 
-    def _preload(self) -> None:
-        """Runs in a thread while the password is typed: the main screen's code, then the store."""
+    def _preload(self) -> UserIndex:
+        """Runs in a thread while the password is typed: the main screen's code, the store checked
+        and read, the Users grid's order and search texts for the remembered sort."""
         # The main screen's imports (plotext's among them), not to be paid after the code is typed.
         importlib.import_module(".screens.main", __package__)
+        from .widgets.user_grid import UserIndex
 
-        try:
-            self.service.preload()
-        except StoreError as exc:
-            self.call_from_thread(self._store_unusable, str(exc))
-            return
+        index = UserIndex(self.service.preload())
+        column, reverse = self.prefs.get("sort_column"), self.prefs.get("sort_reverse")
+        sort = (column, reverse) if isinstance(column, int) and isinstance(reverse, bool) else (0, False)
+        index.order(*sort).prepare()  # the first keystroke of a search need not wait for it
         # What is alive now (the store's users above all) lives as long as the app: the cyclic
         # collector need not scan it again, a pause of 0.1-0.2 s at 100k users mid-keystroke.
         gc.freeze()
+        return index
+
+    def _preloaded(self, index: UserIndex) -> None:
+        self.preloaded = index  # the main screen's first snapshot takes it while the users are the same
 
     def _store_unusable(self, message: str) -> None:
         """A store whose policy read but whose users do not: the sign-in screen gives way."""

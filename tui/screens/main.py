@@ -153,7 +153,8 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
             rollout, policy = service.rollout(self.session), service.policy()
         except StoreError as error:
             return error
-        index = UserIndex(users)
+        preloaded = self.app.preloaded  # made while the password was typed, if still the same users
+        index = preloaded if preloaded is not None and preloaded.users is users else UserIndex(users)
         order = index.order(*sort)
         if prepare:
             order.prepare()
