@@ -61,7 +61,7 @@ def badge(user: User) -> str:
 _EPOCH = datetime.fromtimestamp(0, UTC)  # sorts never-activated users first
 COLUMNS: tuple[Column, ...] = (
     Column("username", "Username", 10, 1, lambda u: u.username, lambda u: u.username.casefold()),
-    Column("name", "Name", 10, 3, lambda u: u.name, lambda u: u.name.casefold()),
+    Column("name", "Name", 14, 3, lambda u: u.name, lambda u: u.name.casefold()),
     Column("role", "Role", 10, 0, lambda u: u.role.value, lambda u: u.role.value),
     Column("status", "Status", 13, 0, badge, lambda u: (u.active, u.locked_until is None, u.status.value)),
     Column("team", "Team", 8, 2, lambda u: u.team or "—", lambda u: (u.team or "").casefold(), optional=True),
