@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from datetime import UTC, datetime
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -21,6 +22,7 @@ from store.service import Service
 from .prefs import Preferences
 from .screens.common import ErrorScreen
 from .screens.login import FirstRunScreen, LoginScreen
+from .widgets.fields import typed_for_field
 from .work import StoreWork
 
 if TYPE_CHECKING:
@@ -81,6 +83,11 @@ class MfaConsoleApp(StoreWork, App[None]):
         # is done by the time the password is typed.
         self.call_after_refresh(self.call_store, self._preload, then=self._preloaded,
                                 failed=lambda error: self._store_unusable(str(error)))  # fmt: skip
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and event.is_forwarded and typed_for_field(event, self.focused):
+            return  # a key typed for the field that has the focus, not a shortcut (tui.widgets.fields)
+        await super().on_event(event)
 
     def watch_theme(self, theme: str) -> None:
         self.prefs.save(theme=theme)

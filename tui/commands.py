@@ -9,7 +9,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from .widgets.rollout import RolloutView
 
 # (title, help, action, tab): the same actions the keys run; `tab` None: the screen's own,
-# checked by its check_action; "rollout-tab": the Rollout view's, while that tab shows.
+# as its `allowed` says; "rollout-tab": the Rollout view's, while that tab shows.
 MAIN_ACTIONS = (
     ("Search users", "Filter the grid as you type (/)", "search", None),
     ("Cycle status filter", "All, Pending, Activated, Disabled (f)", "cycle_filter", None),
@@ -34,7 +34,7 @@ class MainScreenCommands(Provider):
         screen = self.screen
         for title, help_text, action, tab in MAIN_ACTIONS:
             if tab is None:
-                if screen.check_action(action.split("(")[0], ()) is not False:
+                if screen.allowed(action.split("(")[0]):
                     yield title, help_text, partial(screen.run_action, action)
             elif screen.active_tab == tab:
                 yield title, help_text, partial(screen.query_one(RolloutView).run_action, action)

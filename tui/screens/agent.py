@@ -15,13 +15,12 @@ from store.models import ConfirmResult, Session, Status, User
 from store.validation import printable
 
 from ..widgets.user_grid import BADGES
-from ..widgets.fields import TypedKeysGuard
 from ..work import StoreWork
 from .common import ConfirmDialog
 from .wizard import EnrollmentWizard
 
 
-class AgentScreen(TypedKeysGuard, StoreWork, Screen):
+class AgentScreen(StoreWork, Screen):
     BINDINGS = [Binding("e", "enroll", "Set up 2FA again"), Binding("o", "app.sign_out", "Sign out")]
 
     def __init__(self, session: Session):

@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, Static
 
 from store.validation import printable
 
-from ..widgets.fields import Field, TypedKeysGuard
+from ..widgets.fields import Field
 
 
 class ErrorScreen(Screen):
@@ -31,7 +31,7 @@ class ErrorScreen(Screen):
             yield Static(Content("Nothing was changed. Press q to quit."), classes="hint")
 
 
-class ConfirmDialog(TypedKeysGuard, ModalScreen[bool]):
+class ConfirmDialog(ModalScreen[bool]):
     """A yes/no question; Enter confirms only when the confirm button has focus."""
 
     BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
@@ -56,7 +56,7 @@ class ConfirmDialog(TypedKeysGuard, ModalScreen[bool]):
         self.dismiss(event.button.id == "confirm")
 
 
-class PromptDialog(TypedKeysGuard, ModalScreen[str | None]):
+class PromptDialog(ModalScreen[str | None]):
     """One line of input (a file path): Enter accepts, Escape cancels."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]

@@ -15,11 +15,11 @@ from store.models import NewUser, Role, Session, User
 from store.service import Service
 from store.validation import clean_email, clean_name, clean_team, clean_username, printable
 
-from ..widgets.fields import Field, TypedKeysGuard
+from ..widgets.fields import Field
 from ..work import StoreWork
 
 
-class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
+class AddUserDialog(StoreWork, ModalScreen[User | None]):
     """A new account. Enter goes to the next field and adds from the last one; every problem is
     listed at once, in the form, before the store is asked."""
 
@@ -100,7 +100,7 @@ class AddUserDialog(TypedKeysGuard, StoreWork, ModalScreen[User | None]):
         self.query_one("#add-message", Static).update(Content("\n".join(printable(line) for line in text.split("\n"))))
 
 
-class ImportErrorsDialog(TypedKeysGuard, ModalScreen[None]):
+class ImportErrorsDialog(ModalScreen[None]):
     """Every refused row with its line; nothing was imported."""
 
     BINDINGS = [Binding("escape,enter", "dismiss(None)", "Close")]

@@ -18,7 +18,7 @@ from store.service import Service
 from store.validation import printable
 
 from ..cli import os_actor
-from ..widgets.fields import Field, TypedKeysGuard
+from ..widgets.fields import Field
 from ..work import StoreWork
 
 WRONG = "Wrong username, password or code."
@@ -29,7 +29,7 @@ def locked_message(until: datetime | None, now: datetime) -> str:
     return f"This account is locked after too many failed attempts. Try again in {minutes} min, or ask an administrator to unlock it."
 
 
-class LoginScreen(TypedKeysGuard, StoreWork, Screen):
+class LoginScreen(StoreWork, Screen):
     BINDINGS = [
         Binding("ctrl+r", "toggle_recovery", "Recovery code", tooltip="Sign in with a one-time recovery code"),
         Binding("escape", "restart", "Start over", show=False),
@@ -166,7 +166,7 @@ class LoginScreen(TypedKeysGuard, StoreWork, Screen):
         self.screen.set_focus(self.query_one("#password", Input) if username.value.strip() else username)
 
 
-class FirstRunScreen(TypedKeysGuard, StoreWork, Screen):
+class FirstRunScreen(StoreWork, Screen):
     """No store yet: name the contact center and its first administrator, then enroll them."""
 
     FIELDS = (  # (id, label, placeholder, password)

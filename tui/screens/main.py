@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker
 
 from store.errors import ImportRejected, PermissionDenied, StoreError
@@ -25,7 +25,6 @@ from store.validation import printable
 from ..commands import MainScreenCommands
 from ..files import write_private, write_users
 from ..widgets.audit import AuditView
-from ..widgets.fields import TypedKeysGuard
 from ..widgets.rollout import RolloutView
 from ..widgets.security import SecurityView
 from ..widgets.user_grid import COLUMNS, UserIndex
@@ -36,8 +35,20 @@ from .dialogs import AddUserDialog, ImportErrorsDialog
 
 ADMIN_ACTIONS = {"enroll", "reset", "unlock", "add", "deactivate", "import_csv"}
 USER_TAB_ACTIONS = ADMIN_ACTIONS | {"search", "cycle_filter", "export"}
+KEY_ACTIONS = USER_TAB_ACTIONS | {"show_tab"}  # bound to one printable key each
 AUDIT_LIMIT = 1000
 TABS = ("rollout-tab", "users-tab", "security-tab", "audit-tab")
+
+
+class MainTabs(TabbedContent):
+    """The main screen's tabs. A TabbedContent shows the pane of a widget that gets the focus, but
+    it hears of the focus later, by message: a tab key pressed meanwhile is undone by it."""
+
+    def on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        focused = self.screen.focused
+        if focused is None or event.tab_pane not in focused.ancestors:  # the focus has moved on since
+            event.prevent_default()
+            event.stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +64,23 @@ class Snapshot:
     lock_ends: datetime | None  # the first shown lockout to run out: the view changes then
 
 
-class MainScreen(TypedKeysGuard, StoreWork, Screen):
+class MainScreen(StoreWork, Screen):
     COMMANDS = {MainScreenCommands}
+    # The one-key actions act when their key arrives (priority), so keys typed right after one
+    # that moves the focus (`/`, `2`) follow the focus; while a text field has the focus they
+    # are text, and reach it (check_action).
     BINDINGS = [
-        Binding("slash", "search", "Search", id="search"),
-        Binding("f", "cycle_filter", "Filter", id="filter"),
-        Binding("e", "enroll", "Enroll", id="enroll"),
-        Binding("r", "reset", "Reset", id="reset", tooltip="Reset the selected user's 2FA"),
-        Binding("u", "unlock", "Unlock", id="unlock"),
-        Binding("a", "add", "Add", id="add"),
-        Binding("d", "deactivate", "(De)activate", show=False, id="deactivate"),
-        Binding("i", "import_csv", "Import", show=False, id="import"),
-        Binding("x", "export", "Export", show=False, id="export"),
+        Binding("slash", "search", "Search", id="search", priority=True),
+        Binding("f", "cycle_filter", "Filter", id="filter", priority=True),
+        Binding("e", "enroll", "Enroll", id="enroll", priority=True),
+        Binding("r", "reset", "Reset", id="reset", tooltip="Reset the selected user's 2FA", priority=True),
+        Binding("u", "unlock", "Unlock", id="unlock", priority=True),
+        Binding("a", "add", "Add", id="add", priority=True),
+        Binding("d", "deactivate", "(De)activate", show=False, id="deactivate", priority=True),
+        Binding("i", "import_csv", "Import", show=False, id="import", priority=True),
+        Binding("x", "export", "Export", show=False, id="export", priority=True),
         Binding("escape", "clear_search", "Clear search", show=False),
-        *(Binding(str(n), f"show_tab('{tab}')", tab.split("-")[0].title(), show=False)
+        *(Binding(str(n), f"show_tab('{tab}')", tab.split("-")[0].title(), show=False, priority=True)
           for n, tab in enumerate(TABS, start=1)),
     ]  # fmt: skip
 
@@ -91,7 +105,7 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
         # The tab they were on; else supervisors land on the rollout, administrators on the users.
         remembered = self.app.prefs.get("tab")
         initial = remembered if remembered in TABS else "users-tab" if self.is_admin else "rollout-tab"
-        with TabbedContent(id="tabs", initial=initial):
+        with MainTabs(id="tabs", initial=initial):
             with TabPane("Rollout", id="rollout-tab"):
                 yield RolloutView(id="rollout-view")
             with TabPane("Users", id="users-tab"):
@@ -208,6 +222,9 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
 
     # -- tabs ----------------------------------------------------------------------------------
     def action_show_tab(self, tab: str) -> None:
+        # The focus first, then the pane: a focused widget whose pane is hidden hands the focus
+        # to a neighbour in that pane, which would show it again.
+        self._focus_tab(tab)
         self.query_one(TabbedContent).active = tab
 
     @on(TabbedContent.TabActivated)
@@ -220,16 +237,17 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
             self._audit_head = None
             self._read_audit_soon()
 
-    def _focus_tab(self) -> None:
-        """The keyboard goes to the tab shown. Focus left in a hidden tab would switch back to
-        it (a TabbedContent shows the pane of the focused widget)."""
+    def _focus_tab(self, tab: str | None = None) -> None:
+        """The keyboard goes to the tab shown, at once. Focus left in a hidden tab, or a deferred
+        focus() landing there after a quick second key, would switch back to it (a TabbedContent
+        shows the pane of the focused widget)."""
         focus = {
-            "rollout-tab": lambda: self.query_one(RolloutView).teams.focus(),
+            "rollout-tab": lambda: self.set_focus(self.query_one(RolloutView).teams),
             "users-tab": self.users_view.focus_first,
             "security-tab": self.query_one(SecurityView).focus_first,
             "audit-tab": self.query_one(AuditView).focus_first,
         }
-        focus[self.active_tab]()
+        focus[tab or self.active_tab]()
 
     @on(RolloutView.TeamChosen)
     def team_chosen(self, event: RolloutView.TeamChosen) -> None:
@@ -237,6 +255,12 @@ class MainScreen(TypedKeysGuard, StoreWork, Screen):
         self.action_show_tab("users-tab")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in KEY_ACTIONS and isinstance(self.focused, Input):
+            return False  # their keys are text here
+        return self.allowed(action)
+
+    def allowed(self, action: str) -> bool:
+        """What the role and the tab shown allow (the palette asks this; keys ask check_action)."""
         if action in ADMIN_ACTIONS and not self.is_admin:
             return False  # hidden: a supervisor sees none of these (and the store refuses them)
         if action in USER_TAB_ACTIONS:

@@ -31,7 +31,7 @@ from store.validation import printable
 
 from ..qr import QRCode, QRTooLarge
 from ..widgets.qr_view import QRView
-from ..widgets.fields import Field, TypedKeysGuard
+from ..widgets.fields import Field
 from ..work import StoreWork
 
 STEPS = ("intro", "scan", "code", "codes", "done")
@@ -50,7 +50,7 @@ class SaveCheckbox(Checkbox, inherit_bindings=False):
     BINDINGS = [Binding("space", "toggle_button", "Tick", show=False)]
 
 
-class EnrollmentWizard(TypedKeysGuard, StoreWork, ModalScreen[ConfirmResult | None]):
+class EnrollmentWizard(StoreWork, ModalScreen[ConfirmResult | None]):
     """Set up TOTP for `username`, acting as `actor`. Dismisses with the ConfirmResult, or None."""
 
     DEFAULT_CSS = """

@@ -22,7 +22,7 @@ from store.models import AuditEvent
 from store.validation import printable
 
 from .table import Column, LineTable
-from .fields import Field, forward
+from .fields import Field, type_into
 
 COLUMNS = (
     Column("Time (UTC)", 16),
@@ -62,7 +62,7 @@ class AuditView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Field(placeholder="Type to filter: user, action, target, outcome, detail", id="audit-filter",
-                    select_on_focus=False)  # letters typed on the table add to the filter
+                    leave_to=lambda: self.table, select_on_focus=False)  # letters typed on the table add to it
         yield AuditTable(COLUMNS, _key, cells, id="audit-table")
         yield Static(id="audit-selected")
 
@@ -101,11 +101,7 @@ class AuditView(Vertical):
         """Typing on the table: the filter takes the keyboard, and this first letter."""
         field = self.filter_input
         self.screen.set_focus(field)  # at once: the rest of a burst of keys follows it
-        forward(key, field)  # after the field's focus, in its own queue: the letters keep their order
-
-    @on(Input.Submitted, "#audit-filter")
-    def _filter_done(self) -> None:
-        self.screen.set_focus(self.table)
+        type_into(field, key)  # now, in the order typed
 
     def action_clear_filter(self) -> None:
         field = self.filter_input
@@ -115,7 +111,7 @@ class AuditView(Vertical):
             self.screen.set_focus(self.table)
 
     def focus_first(self) -> None:
-        self.table.focus()
+        self.screen.set_focus(self.table)
 
 
 def _key(event: AuditEvent) -> str:

@@ -1,56 +1,111 @@
 """Typing that arrives faster than the focus moves: a password manager's auto-type, a paste, a
 fast typist.
 
-Textual hands each key of a burst to the widget focused when the burst is read, before any of
-them is handled. A key that moves the focus (Tab, Enter, `/`) therefore leaves the keys after
-it with the widget it left: in clear in the username field, or as shortcuts on the Users grid.
+Textual hands each key to the widget focused when the key is read; the focus moves when the
+key that moves it (Tab, Enter, `/`) is handled, after the next keys were handed out. So:
 
-- `Field`, the one-line input of every form: Tab, Shift+Tab (and Enter, where it means "next")
-  move the focus at once, and a key that reaches a field no longer focused goes on to the
-  field that is.
-- `TypedKeysGuard`, for every screen: a printable key still bubbling up while a field has the
-  focus was typed for that field (a focused field keeps the printable keys it receives), so it
-  goes there, never to a shortcut.
+- `Field`, the one-line input of every form, handles Tab, Shift+Tab and Enter (where Enter
+  means "next" or "done") itself, in order with the keys before them. It hands the focus over
+  only once the keys already queued for it are done: those go on to the next widget in order
+  (typed straight into it when it is a field), and the keys read later go there directly.
+- The main screen's one-key actions (`/`, the tab numbers) act as their key is read (priority
+  bindings), so the keys after them go where the focus now is.
+- `typed_for_field`, for the app: a printable key that bubbles up unhandled while a field has
+  the focus was typed for that field (a focused field keeps the printable keys it receives;
+  this one reached the widget the focus left), so it goes there, never to a shortcut.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual import events
+from textual.widget import Widget
 from textual.widgets import Input
 
 
-def forward(key: events.Key, to) -> None:
+def type_into(field: Input, key: events.Key) -> None:
+    """`key` typed into `field` now, as the field itself would take it (its restrictions kept)."""
     key.stop()
     key.prevent_default()
-    to.post_message(events.Key(key.key, key.character))
+    if not key.is_printable:
+        return
+    selection = field.selection
+    if selection.is_empty:
+        field.insert_text_at_cursor(key.character)
+    else:
+        field.replace(key.character, *selection)
+
+
+def redeliver(key: events.Key, app) -> None:
+    """`key` to the app again, to be handled as if it had just been typed (a fresh event)."""
+    app.post_message(key)
 
 
 class Field(Input):
-    """An Input that keeps the order of a burst across focus changes."""
+    """An Input that keeps the order of a burst across focus changes (see the module's doc)."""
 
-    def __init__(self, *args, next_on_enter: bool = False, **kwargs) -> None:
+    def __init__(self, *args, next_on_enter: bool = False, leave_to: Callable[[], Widget] | None = None,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.next_on_enter = next_on_enter  # Enter moves to the next field (the last one submits)
+        self.leave_to = leave_to  # Enter moves the focus there (a search box's results, say)
+        self._handing_to: Widget | None = None  # the focus goes there once the keys queued here are done
+        self._held: bool = False  # a key was held for after the hand-over: the later ones wait too
 
     def on_key(self, event: events.Key) -> None:
         screen = self.screen
-        focused = screen.focused
-        if focused is not self and focused is not None:
-            forward(event, focused)
-        elif event.key == "tab" or (event.key == "enter" and self.next_on_enter):
-            event.stop()
-            event.prevent_default()
-            screen.focus_next()  # now, not after the keys already queued here
-        elif event.key == "shift+tab":
-            event.stop()
-            event.prevent_default()
-            screen.focus_previous()
+        target = self._handing_to
+        if target is None and screen.focused not in (self, None):
+            target = screen.focused  # the focus moved on by other means before this key got here
+        if target is None:
+            to = self.destination(event.key)
+            if to is not None:
+                self._hand_over(to, event)
+            return
+        event.stop()
+        event.prevent_default()
+        to = target.destination(event.key) if isinstance(target, Field) else None
+        if to is not None:
+            self._hand_over(to, event)  # a move typed in the burst: from where the focus is going
+        elif isinstance(target, Input) and event.is_printable and not self._held:
+            type_into(target, event)
+        else:
+            self._held = True
+            self.call_later(redeliver, events.Key(event.key, event.character), self.app)
+
+    def destination(self, key: str) -> Widget | None:
+        """Where `key` moves the focus from this field, or None: the key is the field's own."""
+        if key == "tab" or (key == "enter" and self.next_on_enter):
+            return _neighbour(self, 1)
+        if key == "shift+tab":
+            return _neighbour(self, -1)
+        if key == "enter" and self.leave_to is not None:
+            return self.leave_to()
+        return None
+
+    def _hand_over(self, to: Widget, event: events.Key) -> None:
+        event.stop()
+        event.prevent_default()
+        self._handing_to = to
+        self.call_later(self._handed, to)  # after the keys already queued here
+
+    def _handed(self, to: Widget) -> None:
+        if self._handing_to is to:
+            self._handing_to, self._held = None, False
+            self.screen.set_focus(to)
 
 
-class TypedKeysGuard:
-    """Mixin for a Screen: see the module's doc."""
+def _neighbour(widget: Widget, step: int) -> Widget | None:
+    chain = widget.screen.focus_chain
+    if widget not in chain:
+        return None
+    return chain[(chain.index(widget) + step) % len(chain)]
 
-    def on_key(self, event: events.Key) -> None:
-        focused = self.focused
-        if event.is_printable and isinstance(focused, Input):
-            forward(event, focused)
+
+def typed_for_field(event: events.Key, focused) -> bool:
+    """Types `event` into the focused field if it was typed for it (see the module's doc)."""
+    if event.is_printable and isinstance(focused, Input):
+        type_into(focused, event)
+        return True
+    return False

@@ -96,7 +96,4 @@ class SecurityView(Vertical, can_focus=False):
 
     def focus_first(self) -> None:
         """Where the keyboard lands on this tab: the box if it can change, else the view itself."""
-        if not self.box.disabled:
-            self.box.focus()
-        else:
-            self.screen.set_focus(None)
+        self.screen.set_focus(None if self.box.disabled else self.box)

@@ -5,7 +5,6 @@ Search, status filter and team are reactives; any change re-filters the grid in 
 
 from __future__ import annotations
 
-from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
@@ -37,7 +36,8 @@ class UsersView(Vertical):
         with Horizontal(id="rollout"):
             yield Static(id="rollout-text")
             yield ProgressBar(total=100, show_eta=False, show_percentage=False, id="rollout-bar")
-        yield Field(placeholder="Search username, name or team (Enter: to the grid, Esc: clear)", id="search")
+        yield Field(placeholder="Search username, name or team (Enter: to the grid, Esc: clear)", id="search",
+                    leave_to=lambda: self.grid)  # fmt: skip
         yield Static(id="filter-line")
         yield UserGrid(id="grid")
 
@@ -82,10 +82,6 @@ class UsersView(Vertical):
     def _typed(self, value: str) -> None:
         self.search = value.strip()
 
-    @on(Input.Submitted, "#search")
-    def _search_done(self) -> None:
-        self.screen.set_focus(self.grid)
-
     def clear(self) -> bool:
         """Esc: the search first, then the team chosen on the Rollout tab. False: nothing to clear."""
         search = self.search_box
@@ -127,4 +123,4 @@ class UsersView(Vertical):
         self.query_one("#filter-line", Static).update(Content(printable(" · ".join(parts))))
 
     def focus_first(self) -> None:
-        self.grid.focus()
+        self.screen.set_focus(self.grid)
