@@ -186,6 +186,7 @@ class Service:
                 return self._unknown_failure(tx, box.name_tag(key), now, "login.password", UNKNOWN, None)
             locked = locked_until(record.locked_until, now)
             if locked:
+                tx.w.touch_user(key)  # the disk work of a failure: timing tells no state
                 tx.log(record.username, "login", key, "locked")
                 return AuthResult(Outcome.LOCKED, locked_until=locked)
             if not password_ok or record.password != checked_hash or not record.active:
@@ -393,8 +394,7 @@ class Service:
             with self._tx() as tx:
                 if tx.w.user_count() != len(keys):
                     rows = parse_users_csv(data, tx.w.user_keys())
-                now = self._clock()
-                tx.w.add_users(_new_record(row, now, None) for row in rows)
+                tx.w.add_new_users(rows, self._clock())
                 tx.log(actor.actor, "user.import", None, "ok", f"{len(rows)} users")
         return len(rows)
 
@@ -654,6 +654,7 @@ class Service:
             who = actor or record.username
             locked = locked_until(record.locked_until, now)
             if locked:
+                tx.w.touch_user(key)  # the disk work of a wrong code's failure: timing tells no state
                 tx.log(who, action, key, "locked")
                 return AuthResult(Outcome.LOCKED, locked_until=locked)
             if _status(record.enrolled, tx.policy) is not Status.ACTIVATED:

@@ -79,10 +79,10 @@ class MfaConsoleApp(StoreWork, App[None]):
             return
         self.title = policy.issuer
         self.push_screen(LoginScreen(demo=self.demo))
-        # The full read (seconds on a large store) starts once the sign-in screen is drawn, and
-        # is done by the time the password is typed.
-        self.call_after_refresh(self.call_store, self._preload, then=self._preloaded,
-                                failed=lambda error: self._store_unusable(str(error)))  # fmt: skip
+        # The full read (seconds on a large store) starts once the sign-in screen is on the
+        # terminal (a thread started with the first frame slows it), done as the password is typed.
+        self.set_timer(0.2, lambda: self.call_store(self._preload, then=self._preloaded,
+                                                    failed=lambda error: self._store_unusable(str(error))))  # fmt: skip
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key) and event.is_forwarded and typed_for_field(event, self.focused):
@@ -118,12 +118,15 @@ class MfaConsoleApp(StoreWork, App[None]):
 
     def signed_in(self, session: Session) -> None:
         """After the last factor: staff reach the main screen, agents their own 2FA page."""
-        from .screens.agent import AgentScreen
-        from .screens.main import MainScreen
-
         self.session = session
-        screen: Screen = MainScreen(session) if session.role is not Role.AGENT else AgentScreen(session)
-        self.switch_screen(screen)
+        if session.role is Role.AGENT:
+            from .screens.agent import AgentScreen  # with the wizard and segno: agents only
+
+            self.switch_screen(AgentScreen(session))
+        else:
+            from .screens.main import MainScreen
+
+            self.switch_screen(MainScreen(session))
 
     def action_sign_out(self) -> None:
         self.sign_out()
