@@ -127,7 +127,7 @@ class Service:
         """
         issuer = clean_issuer(issuer)
         if admin is not None:
-            admin = replace(_clean_new_user(admin), role=Role.ADMIN)
+            admin = _clean_new_user(admin)._replace(role=Role.ADMIN)
             password_hash = crypto.hash_password(_check_password(password or ""))
         for existing in (paths.db, legacy.json_path(paths.db)):
             if os.path.islink(existing):
