@@ -60,6 +60,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("cli", "store", "tui")
 sys.path.insert(0, str(ROOT))
 
 import pyotp  # noqa: E402
@@ -100,7 +101,7 @@ DISCOVER = """
 import sys
 before = set(sys.modules)
 sys.argv = ["mfa-console", "verify", "-q"]
-from tui.cli import main
+from cli.main import main
 rc = main()
 added = [name for name in sys.modules if name not in before and name != "__main__"]
 import json
@@ -230,7 +231,7 @@ def _paths(folder: Path) -> StorePaths:
 def _env() -> dict[str, str]:
     """The environment of the processes measured: bytecode cached as an installed package's is."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "COLUMNS", "LINES")}
-    check = subprocess.run([sys.executable, "-c", "import tui; print(tui.__file__)"], cwd="/", env=env,
+    check = subprocess.run([sys.executable, "-c", "import cli; print(cli.__file__)"], cwd="/", env=env,
                            capture_output=True, text=True)
     if check.returncode != 0 or not check.stdout.startswith(str(ROOT)):
         env["PYTHONPATH"] = str(ROOT)  # not installed from this checkout: measure this checkout's code
@@ -238,7 +239,7 @@ def _env() -> dict[str, str]:
 
 
 def _compile() -> None:
-    for package in ("store", "tui"):
+    for package in PACKAGES:
         compileall.compile_dir(ROOT / package, quiet=1)
 
 
@@ -253,7 +254,7 @@ def _json_store_revision() -> str:
 def _console_script() -> list[str]:
     """How pam_exec starts it: the installed `mfa-console` (its shebang runs this Python)."""
     script = Path(sys.executable).with_name("mfa-console")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tui"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
 
 
 # -- stores ------------------------------------------------------------------------------------
@@ -751,6 +752,11 @@ class Side:
             raise RuntimeError(f"{self.label}: {' '.join(args)} failed:\n{proc.stderr}")
         return json.loads(proc.stdout) if proc.stdout.strip() else None
 
+    def command(self) -> list[str]:
+        """The command line's entry: `cli` now, the `tui` package before the command line left it."""
+        code = self.code or ROOT
+        return [sys.executable, "-m", "cli" if (code / "cli" / "__main__.py").exists() else "tui"]
+
     def copy(self, folder: Path) -> Path:
         """A fresh copy of the store (the admin's code is new to each), with its key."""
         _mkdir(folder)
@@ -764,9 +770,12 @@ class Side:
 def before_side(folder: Path, rev: str, users: int, env: dict[str, str]) -> Side:
     """The JSON Lines store's code (`rev`, read from git, nothing checked out) and a demo store of it."""
     code = _mkdir(folder / "code")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "store", "tui"], capture_output=True, check=True)
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev], capture_output=True, text=True,
+                            check=True).stdout.split()
+    packages = [package for package in PACKAGES if package in listed]
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, *packages], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
-    for package in ("store", "tui"):
+    for package in packages:
         compileall.compile_dir(code / package, quiet=1)
     side = Side(f"before ({rev[:7]})", code, _mkdir(folder / "pristine"), "store.json", "")
     side.secret = side.helper(env, side.pristine / side.store, "build", str(users))["secret"]
@@ -806,7 +815,7 @@ def _dashboard_run(tmux: Tmux, side: Side, env: dict[str, str], haystacks: list[
     out: dict = {"key": [], "key_floor": [], "start_floor": []}
     db = side.copy(tmux.folder / "dash")
     started = time.perf_counter()
-    session = tmux.start(side.env(env), sys.executable, "-m", "tui", "--db", str(db), "--key",
+    session = tmux.start(side.env(env), *side.command(), "--db", str(db), "--key",
                          str(db.with_name("store.key")))
     out["start"] = tmux.wait(session, lambda s: LOGIN_MARK in s) - started
     pid = tmux.pid(session)

@@ -104,7 +104,7 @@ class Service:
             source, target = legacy.json_path(path), path
             if path.suffix == ".json" or not os.path.lexists(source):
                 raise
-        db, moved = legacy.migrate(source, target, actor=f"os:{_os_user()}", now=self._clock())
+        db, moved = legacy.migrate(source, target, actor=f"os:{os_actor()}", now=self._clock())
         if moved:
             self.migrated_from = source
         return db
@@ -785,13 +785,16 @@ def _lock_detail(until: float, now: float) -> str:
     return f"{round((until - now) / 60)} min"  # the length of the lock that just began
 
 
-def _os_user() -> str:
+def os_actor() -> str:
+    """The OS account running this process, and who ran sudo, if anyone: the actor the audit names."""
     import pwd
 
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # an account without a passwd entry (a container's uid)
+        name = str(os.geteuid())
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name}(sudo:{sudo})" if sudo and sudo != name else name
 
 
 def _recovery_code() -> str:

@@ -65,10 +65,79 @@ def offenders(files: list[Path], library: str) -> dict[str, list[int]]:
     }
 
 
-def test_the_ui_never_touches_sql():
-    files = sorted((ROOT / "tui").rglob("*.py"))
-    assert any(f.name == "cli.py" for f in files)  # the glob found the package
+def test_the_front_ends_never_touch_sql():
+    files = sorted((ROOT / "tui").rglob("*.py")) + sorted((ROOT / "cli").rglob("*.py"))
+    assert {"app.py", "main.py"} <= {f.name for f in files}  # the glob found both packages
     assert offenders(files, "sqlite3") == {}
+
+
+# Every command of the command line, each action of `users` and `policy` too, run in one process
+# where importing Textual or Rich fails; each command's exit code is printed.
+EVERY_COMMAND_BUT_THE_DASHBOARD = r"""
+import argparse, io, json, sys
+from pathlib import Path
+for name in ("textual", "rich"):
+    sys.modules[name] = None  # `import textual` now raises ImportError
+
+from cli.main import _ARGUMENTS, build_parser, main
+
+folder = Path(sys.argv[1])
+store = ["--db", str(folder / "store.db")]
+(folder / "staff.csv").write_text("username,name,email,role,team\nbob,Bob,,agent,North\n")
+runs = [
+    (["init", "--issuer", "Acme", "--admin", "root", "--password-stdin"], "root's password\n"),
+    (["users", "add", "alice", "--name", "Alice", "--role", "agent", "--password-stdin"], "alice's pw\n"),
+    (["users", "list", "--json"], ""),
+    (["users", "edit", "alice", "--team", "South"], ""),
+    (["users", "passwd", "alice", "--password-stdin"], "alice's new pw\n"),
+    (["users", "import", str(folder / "staff.csv")], ""),
+    (["users", "export", "-o", str(folder / "out.csv")], ""),
+    (["users", "deactivate", "bob"], ""),
+    (["users", "reactivate", "bob"], ""),
+    (["users", "reset-2fa", "bob"], ""),
+    (["users", "unlock", "bob"], ""),
+    (["enroll", "alice"], "000000\n000001\n000002\n"),
+    (["verify", "alice"], "123456\n"),
+    (["login", "alice"], "alice's new pw\n"),
+    (["policy", "show"], ""),
+    (["policy", "set-mode", "optional"], ""),
+    (["policy", "disable"], ""),
+    (["policy", "enable"], ""),
+    (["policy", "set-issuer", "Acme Support"], ""),
+    (["report", "--by", "team", "--csv"], ""),
+    (["audit", "--json"], ""),
+    (["demo", "--no-dashboard", "--users", "3", "--db", str(folder / "demo.db")], ""),
+]
+codes = {}
+for argv, stdin in runs:
+    sys.stdin = io.StringIO(stdin)
+    codes[" ".join(argv[:2] if argv[0] in ("users", "policy") else argv[:1])] = main(argv if argv[0] == "demo" else argv + store)
+
+# What the parser offers, every level of it built.
+def commands(parser, prefix=""):
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if not prefix:
+                    _ARGUMENTS[name](sub)
+                nested = commands(sub, f"{prefix}{name} ")
+                found += nested or [f"{prefix}{name}"]
+    return found
+
+loaded = sorted({m.split(".")[0] for m in sys.modules if sys.modules[m] is not None} & {"textual", "rich"})
+print(json.dumps({"codes": codes, "offered": commands(build_parser()), "ui": loaded}))
+"""
+
+
+def test_every_command_but_the_dashboard_runs_without_textual(tmp_path):
+    proc = run_python(EVERY_COMMAND_BUT_THE_DASHBOARD, tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = last_json_line(proc)
+    assert sorted(result["codes"]) == sorted(result["offered"])  # every command the parser offers ran
+    assert result["ui"] == []
+    expected = {"users unlock": 1, "enroll": 1, "verify": 4, "login": 5}  # refused: not locked, wrong codes, Pending
+    assert result["codes"] == {name: expected.get(name, 0) for name in result["offered"]}, proc.stderr
 
 
 def test_the_sql_lives_in_one_module_of_the_store():

@@ -27,7 +27,7 @@ from store.paths import StorePaths
 from store.service import Service
 from tests.helpers import connect, hand_edit_user
 
-MFA = (sys.executable, "-m", "tui")
+MFA = (sys.executable, "-m", "cli")
 ISSUER = "Acme Contact Center"
 ROOT_PASSWORD = "root-password"
 PERIOD = 30

@@ -208,7 +208,7 @@ def test_a_writer_stopped_holding_the_lock_makes_verify_fail_closed_in_time(serv
     try:
         assert os.read(ready_read, 1) == b"R"
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "tui", "verify", "alice"], input=f"{code}\n", env=env,
+        proc = subprocess.run([sys.executable, "-m", "cli", "verify", "alice"], input=f"{code}\n", env=env,
                               capture_output=True, text=True, timeout=BUSY_SECONDS + 30)  # fmt: skip
         waited = time.monotonic() - started
     finally:
@@ -218,6 +218,6 @@ def test_a_writer_stopped_holding_the_lock_makes_verify_fail_closed_in_time(serv
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("mfa-console: store ") and "busy" in proc.stderr and proc.stderr.count("\n") == 1
     assert BUSY_SECONDS <= waited < BUSY_SECONDS + 10
-    again = subprocess.run([sys.executable, "-m", "tui", "verify", "alice"], input=f"{code}\n", env=env,
+    again = subprocess.run([sys.executable, "-m", "cli", "verify", "alice"], input=f"{code}\n", env=env,
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 0, again.stderr

@@ -34,7 +34,7 @@ from store.models import NewUser, Role
 from store.paths import StorePaths
 from store.service import Service
 
-MFA = (sys.executable, "-m", "tui")
+MFA = (sys.executable, "-m", "cli")
 SEED = 20261203
 
 

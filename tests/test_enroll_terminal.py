@@ -22,7 +22,7 @@ from tests.helpers import read_store
 from tests.screen import Tmux, decode_qr, find_qr
 
 _SCRIPT = Path(sys.executable).with_name("mfa-console")  # the console script of this venv
-MFA = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tui"]
+MFA = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "cli"]
 ISSUER = "Acme Contact Center"
 FIRST_PROMPT = "Code from the app (Enter alone redraws):"
 KEY_HEADING = "Or enter this key by hand:"

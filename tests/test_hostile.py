@@ -44,7 +44,7 @@ from store.fs import UnsafePath
 from store.models import NewUser, Outcome, Role
 from store.paths import StorePaths
 from store.service import Service
-from tui.files import write_private
+from store.exports import write_private
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chown, setuid children and mounts")
 
@@ -65,7 +65,7 @@ def mfa(paths: StorePaths, *args: str, input: str = "") -> subprocess.CompletedP
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     # The code under test wherever this checkout is, whatever the venv's editable install says.
     env.update(MFA_CONSOLE_DB=str(paths.db), MFA_CONSOLE_KEY=str(paths.key), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "tui", *args], input=input, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli", *args], input=input, capture_output=True, text=True,
                           env=env, cwd=paths.db.parent.parent, timeout=30)  # fmt: skip
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out, out
@@ -777,7 +777,7 @@ def test_a_command_holding_secrets_cannot_dump_core(service, paths):
 
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env.update(MFA_CONSOLE_DB=str(paths.db), MFA_CONSOLE_KEY=str(paths.key), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "tui", "login", "alice"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "login", "alice"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             preexec_fn=allow_core_dumps)  # fmt: skip
     try:

@@ -32,7 +32,7 @@ from store.models import Outcome, Status
 from store.paths import StorePaths, data_dir
 from store.service import RECOVERY_ALPHABET, Service
 
-MFA = (sys.executable, "-m", "tui")
+MFA = (sys.executable, "-m", "cli")
 ISSUER = "Acme Contact Center"
 STEP = int(T0) // PERIOD  # the TOTP step the fake clock starts in
 DAY = 86400.0

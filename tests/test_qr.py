@@ -6,7 +6,7 @@ import pytest
 import segno
 
 from tests.screen import Tmux, decode_qr
-from tui.qr import QRCode, QRTooLarge, ansi_lines, fit_qr
+from store.qr import QRCode, QRTooLarge, ansi_lines, fit_qr
 
 ROOT = Path(__file__).resolve().parent.parent
 URI = (
@@ -109,7 +109,7 @@ def test_harness_rejects_a_renderer_that_leaves_fg_to_the_theme() -> None:
 
 SCRIPT = f"""
 import shutil
-from tui.qr import ansi_lines, fit_qr
+from store.qr import ansi_lines, fit_qr
 cols, rows = shutil.get_terminal_size()
 code = fit_qr({URI!r}, cols, rows - 1)
 print("\\n".join(ansi_lines(code)))

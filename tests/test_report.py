@@ -192,7 +192,7 @@ def cli_store(tmp_path) -> Cli:
 
 def test_report_json(cli_store):
     doc = json.loads(cli_store.run("report", "--json", code=0).stdout)
-    # 6 active: a1, b1, b2 Activated = 3 (50.0%); a2, b3, n1 Pending; x1 deactivated, not counted.
+    # 6 active: a1, b1, b2 Activated = 3 (50%); a2, b3, n1 Pending; x1 deactivated, not counted.
     assert doc["overall"] == {"total": 6, "activated": 3, "pending": 3, "disabled": 0, "percent": 50.0,
                               "activated_today": 0, "activated_last_7_days": 1}  # fmt: skip
     daily = doc["daily"]
@@ -237,10 +237,10 @@ def test_report_by_team_csv_and_disabled(cli_store):
 
 def test_report_text(cli_store):
     lines = cli_store.run("report", "--by", "team", code=0).stdout.splitlines()
-    assert lines[1] == "Activated 3 of 6 (50.0%) · Pending 3 · Disabled 0"
+    assert lines[1] == "Activated 3 of 6 (50%) · Pending 3 · Disabled 0"
     assert lines[2] == "Activated today 0, in the last 7 days 1"
     assert lines[4].split() == ["TEAM", "USERS", "ACTIVATED", "PENDING", "DISABLED", "PERCENT"]
-    assert lines[5].split() == ["(no", "team)", "1", "0", "1", "0", "0.0%"]
+    assert lines[5].split() == ["(no", "team)", "1", "0", "1", "0", "0%"]
 
 
 def test_report_exit_codes(cli_store, tmp_path):

@@ -59,7 +59,7 @@ def status(doc: dict) -> Status:
 
 def mfa(paths: StorePaths, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MFA_CONSOLE_DB": str(paths.db), "MFA_CONSOLE_KEY": str(paths.key)}
-    return subprocess.run([sys.executable, "-m", "tui", *args], input=input, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], input=input, capture_output=True, text=True,
                           env=env, timeout=120)
 
 

@@ -219,7 +219,7 @@ async def test_grid_updates_when_another_process_changes_the_store(paths, servic
         await sign_in(pilot, "ada", "ada-password", code(secret, clock))
         assert "Activated 1 of 4" in screen_text(pilot.app)
         subprocess.run(
-            [sys.executable, "-m", "tui", "--db", str(paths.db), "--key", str(paths.key), "users", "add", "zed",
+            [sys.executable, "-m", "cli", "--db", str(paths.db), "--key", str(paths.key), "users", "add", "zed",
              "--name", "Zed", "--role", "agent"],
             check=True, capture_output=True, stdin=subprocess.DEVNULL,
         )

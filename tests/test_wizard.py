@@ -24,7 +24,7 @@ from store.service import Service
 from tests.conftest import T0
 from tests.helpers import read_store
 from tests.screen import RGB, Cell, cells_from_strips, decode_cells, decode_qr, parse_ansi_screen
-from tui.qr import QRCode
+from store.qr import QRCode
 from tui.screens.wizard import EnrollmentWizard
 from tui.widgets.qr_view import QRView
 

@@ -14,10 +14,9 @@ from textual.widgets import Button, Footer, Input, Label, Static
 
 from store.errors import StoreError
 from store.models import AuthResult, ConfirmResult, NewUser, Outcome, Role
-from store.service import Service
+from store.service import Service, os_actor
 from store.validation import printable
 
-from ..cli import os_actor
 from ..widgets.fields import Field
 from ..work import StoreWork
 

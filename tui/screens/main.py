@@ -23,7 +23,7 @@ from store.models import AuditEvent, ConfirmResult, Policy, Role, Rollout, Sessi
 from store.validation import printable
 
 from ..commands import MainScreenCommands
-from ..files import write_private, write_users
+from store.exports import write_private, write_users
 from ..widgets.audit import AuditView
 from ..widgets.rollout import RolloutView
 from ..widgets.security import SecurityView

@@ -29,7 +29,7 @@ from store.models import ConfirmResult, Enrollment, Outcome, Session
 from store.service import Service
 from store.validation import printable
 
-from ..qr import QRCode, QRTooLarge
+from store.qr import QRCode, QRTooLarge
 from ..widgets.qr_view import QRView
 from ..widgets.fields import Field
 from ..work import StoreWork

@@ -1,6 +1,6 @@
 """A QR code drawn in the terminal, fitted to the widget's own size.
 
-The glyphs come from `tui.qr.fit_qr`, the renderer the CLI uses too. Every cell of the code,
+The glyphs come from `store.qr.fit_qr`, the renderer the CLI uses too. Every cell of the code,
 quiet zone included, carries an explicit foreground and background: 256-palette 16 (#000000)
 on 231 (#ffffff). Those are not remapped by terminal themes (unlike ANSI 0-15) and not by
 Textual themes (unlike $variables), so a phone reads the code off dark and light terminals.
@@ -24,7 +24,7 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..qr import QRCode, QRTooLarge, fit_qr
+from store.qr import QRCode, QRTooLarge, fit_qr
 
 # Fixed 256-colour cube entries: black and white whatever the theme.
 QR_STYLE = RichStyle(color=RichColor.from_ansi(16), bgcolor=RichColor.from_ansi(231))

@@ -31,7 +31,7 @@ from store.errors import StoreError
 from store.models import User
 from store.validation import printable
 
-from ..files import write_private
+from store.exports import write_private
 from ..screens.common import ConfirmDialog, PromptDialog
 from ..work import StoreWork
 from .table import Bar, Cell, Column, LineTable

@@ -12,7 +12,6 @@ import csv
 import getpass
 import json
 import os
-import pwd
 import shutil
 import sys
 import textwrap
@@ -26,10 +25,10 @@ from store.csvio import users_to_json
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError, StoreMissing
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
 from store.paths import StorePaths, resolve
-from store.service import Service
+from store.service import Service, os_actor
 from store.validation import printable
 
-from .files import write_private, write_users
+from store.exports import write_private, write_users
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOT_ENROLLED, EXIT_ENROLL = 0, 1, 2, 3, 4, 5
 SIDE_WIDTH = 33  # the text column beside a QR code: 80 - 45 (QR) - 2 (gap)
@@ -49,24 +48,54 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see --help)\n")
 
 
+class _Commands(argparse._SubParsersAction):
+    """A command's own arguments are added once the command line names it: `verify`, started
+    for every SSH login, builds its one parser, not all thirty."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        _ARGUMENTS[values[0]](self.choices[values[0]])
+        super().__call__(parser, namespace, values, option_string)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mfa-console", description="Two-factor authentication (TOTP) for a contact center.")
     _store_options(p, default=None)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, action=_Commands)
+    for name, text in COMMAND_HELP.items():
+        sub.add_parser(name, help=text)
+    return p
 
-    s = sub.add_parser("init", help="create a store and its first administrator")
+
+COMMAND_HELP = {
+    "init": "create a store and its first administrator",
+    "demo": "create (or reuse) the demo contact center and open it",
+    "users": "list, add, change, import and export users",
+    "enroll": "set up a user's authenticator app in this terminal",
+    "verify": "check one code from stdin: 0 accepted, 1 rejected, 3 locked, 4 no 2FA",
+    "login": "password, then code: exit codes as verify, 5 enrollment required",
+    "policy": "show or change the 2FA policy",
+    "report": "rollout numbers for cron and mail: overall and the last 30 days, or --by team",
+    "audit": "the audit log, newest first",
+}
+
+
+def _init_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--issuer", required=True, help="the contact center's name, shown in authenticator apps")
     s.add_argument("--admin", required=True, metavar="USERNAME")
     s.add_argument("--name", help="the administrator's display name (default: the username)")
     s.add_argument("--mode", choices=[m.value for m in PolicyMode], default=PolicyMode.MANDATORY.value)
     s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    _store_options(s)
 
-    s = sub.add_parser("demo", help="create (or reuse) the demo contact center and open it")
+
+def _demo_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--users", type=_positive, help="how many users (default 200); rebuilds the demo store")
     s.add_argument("--reset", action="store_true", help="rebuild the demo store")
     s.add_argument("--no-dashboard", action="store_true", help="only create the store and say how to sign in")
+    _store_options(s)
 
-    users = sub.add_parser("users", help="list, add, change, import and export users")
+
+def _users_arguments(users: argparse.ArgumentParser) -> None:
     usub = users.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     s = usub.add_parser("list", help="list users")
     s.add_argument("--status", choices=[st.value for st in Status])
@@ -102,16 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["csv", "json"], default="csv")
     s.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created 0600) instead of stdout")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    _store_options(users)
+    for action in usub.choices.values():
+        _store_options(action)
 
-    s = sub.add_parser("enroll", help="set up a user's authenticator app in this terminal")
+
+def _enroll_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("username")
-    s = sub.add_parser("verify", help="check one code from stdin: 0 accepted, 1 rejected, 3 locked, 4 no 2FA")
+    _store_options(s)
+
+
+def _verify_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("username", nargs="?", help="default: $PAM_USER (as pam_exec sets it)")
     s.add_argument("-q", "--quiet", action="store_true", help="say nothing; the exit code tells")
-    s = sub.add_parser("login", help="password, then code: exit codes as verify, 5 enrollment required")
-    s.add_argument("username")
+    _store_options(s)
 
-    policy = sub.add_parser("policy", help="show or change the 2FA policy")
+
+def _policy_arguments(policy: argparse.ArgumentParser) -> None:
     psub = policy.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     psub.add_parser("show", help="the policy in force").add_argument("--json", action="store_true")
     psub.add_parser("set-mode", help="the plan: 2FA mandatory or optional").add_argument(
@@ -120,26 +156,43 @@ def build_parser() -> argparse.ArgumentParser:
     psub.add_parser("enable", help="turn 2FA on")
     psub.add_parser("disable", help="turn 2FA off (only when the mode is optional)")
     psub.add_parser("set-issuer", help="the name authenticator apps show").add_argument("issuer")
+    _store_options(policy)
+    for action in psub.choices.values():
+        _store_options(action)
 
-    s = sub.add_parser("report", help="rollout numbers for cron and mail: overall and the last 30 days, or --by team")
+
+def _report_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--by", choices=["team"], help="one row per team, furthest behind first")
     output = s.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true")
     output.add_argument("--csv", action="store_true", help="a header row, then one row (or one per team)")
+    _store_options(s)
 
-    s = sub.add_parser("audit", help="the audit log, newest first")
+
+def _audit_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--user", help="events by or about this user")
     s.add_argument("--action", help="events whose action starts with this (e.g. login, 2fa.reset)")
     s.add_argument("--since", type=_since, metavar="DATE", help="YYYY-MM-DD or an ISO 8601 time (UTC if no zone)")
     s.add_argument("--json", action="store_true")
-    # Also after the command (`mfa-console users list --db PATH`); SUPPRESS: unless given there,
-    # the value from before the command (or None) stands.
-    for command in (*sub.choices.values(), *usub.choices.values(), *psub.choices.values()):
-        _store_options(command, default=argparse.SUPPRESS)
-    return p
+    _store_options(s)
 
 
-def _store_options(parser: argparse.ArgumentParser, *, default) -> None:
+_ARGUMENTS = {
+    "init": _init_arguments,
+    "demo": _demo_arguments,
+    "users": _users_arguments,
+    "enroll": _enroll_arguments,
+    "verify": _verify_arguments,
+    "login": _enroll_arguments,  # the same: one username
+    "policy": _policy_arguments,
+    "report": _report_arguments,
+    "audit": _audit_arguments,
+}
+
+
+def _store_options(parser: argparse.ArgumentParser, *, default=argparse.SUPPRESS) -> None:
+    """--db and --key, before the command (`default` None) or after it: SUPPRESS there keeps, unless
+    they are given again, the values from before the command."""
     parser.add_argument(
         "--db", metavar="PATH", default=default, help="the store (default: $MFA_CONSOLE_DB or the user data folder)"
     )
@@ -458,7 +511,7 @@ def cmd_report(args) -> int:
     print(f"Activated today {o.activated_today:,}, in the last 7 days {o.activated_7d:,}")
     if teams:
         table = [tuple(f.upper() for f in REPORT_TEAM_FIELDS)]
-        table += [(printable(t.label), *(f"{n:,}" for n in row[1:5]), f"{row[5]}%") for t, row in zip(teams, team_rows)]
+        table += [(printable(t.label), *(f"{n:,}" for n in row[1:5]), f"{int(row[5])}%") for t, row in zip(teams, team_rows)]
         widths = [max(len(r[i]) for r in table) for i in range(len(REPORT_TEAM_FIELDS))]
         print()
         for row in table:
@@ -496,13 +549,6 @@ def _open(args) -> tuple[Service, Session]:
     return service, service.operator(os_actor())
 
 
-def os_actor() -> str:
-    """The OS account running the command, and who ran sudo, if anyone."""
-    name = pwd.getpwuid(os.geteuid()).pw_name
-    sudo = os.environ.get("SUDO_USER")
-    return f"{name}(sudo:{sudo})" if sudo and sudo != name else name
-
-
 def _dashboard(paths: StorePaths, *, demo: bool = False) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise Fail("the dashboard needs a terminal (ssh -t, or a terminal window); every other command "
@@ -511,7 +557,7 @@ def _dashboard(paths: StorePaths, *, demo: bool = False) -> int:
         # With 16 colours Textual sends the QR code's black and white as ANSI colours, which
         # terminal themes remap; every terminal in use over SSH takes the fixed 256-colour ones.
         os.environ.setdefault("TEXTUAL_COLOR_SYSTEM", "256")
-    from .app import run_dashboard  # Textual loads only when the dashboard opens
+    from tui.app import run_dashboard  # Textual loads only when the dashboard opens
 
     return run_dashboard(paths, demo=demo)
 
@@ -551,7 +597,7 @@ def _ask_code_with_qr(enrollment: Enrollment, prompt: str | None = None) -> str:
 
 def enrollment_screen(enrollment: Enrollment, cols: int, rows: int) -> list[str]:
     """The QR code with the account and key beside it, below it, or, if it cannot fit, the key alone."""
-    from .qr import QRCode, QRTooLarge, ansi_lines, fit_qr  # segno loads only for enrollment
+    from store.qr import QRCode, QRTooLarge, ansi_lines, fit_qr  # segno loads only for enrollment
 
     side = _side_text(enrollment, SIDE_WIDTH)
     code = fit_qr(enrollment.uri, cols - SIDE_WIDTH - 2, rows)

@@ -1,0 +1,1 @@
+"""The `mfa-console` command line. Textual loads only when a command opens the dashboard."""
