@@ -1,26 +1,50 @@
-"""Fixtures: every test gets its own store folder; nothing touches the user's real data."""
+"""Fixtures: every test gets its own store folder; nothing touches the user's real data.
+
+What the tests share besides fixtures (the clock, codes, the app factory...) is in tests/support.py.
+"""
 
 from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
 
 import pytest
 
 from store import crypto
+from store.demo import build_demo
 from store.models import NewUser, Role
 from store.paths import StorePaths
 from store.service import Service
+from tests.support import T0, FakeClock, Screenshots
 
-T0 = 1_796_000_000.0  # a fixed instant, 2026-11-30 00:53:20 UTC: 20 s into a 30 s TOTP step
+# -- how the suite is spread over pytest-xdist's workers ------------------------------------------
+# The project runs `-n 4 --dist loadfile`. Whole files are too coarse: the command line's tests
+# alone are a minute of subprocesses, and one worker would still run them after the others are
+# done. So a file is split test by test, unless it is listed here (its tests share a module-scoped
+# fixture worth building once); and tests marked `heavy` are handed out first.
+KEEP_TOGETHER = ("tests/store/test_scale.py",)
 
 
-class FakeClock:
-    def __init__(self, now: float = T0):
-        self.now = now
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy: seconds of work; started first so that it does not run alone at the end")
 
-    def __call__(self) -> float:
-        return self.now
 
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)  # stable: otherwise as collected
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None  # another --dist asked for on the command line: xdist's own
+    from xdist.scheduler import LoadFileScheduling
+
+    class TestByTest(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return file if file in KEEP_TOGETHER else nodeid
+
+    return TestByTest(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +89,28 @@ def service(paths, clock) -> Service:
         svc.add_user(op, NewUser(username, username.title(), role, team="Billing"), password=f"{username}-password")
     yield svc
     svc.close()
+
+
+@pytest.fixture(scope="session")
+def demo_100k(tmp_path_factory) -> Path:
+    """The folder of the demo contact center at 100,000 users (`build_demo` at T0, its three logins
+    Pending), built once for the whole run: xdist's workers share it (seconds of work each time).
+    Never used in place: `copy_store` it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder = root / "demo-100k"
+    with open(root / "demo-100k.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker builds, the others wait for it
+        if not (folder / "built").exists():
+            folder.mkdir(mode=0o700, exist_ok=True)
+            build_demo(StorePaths(folder / "store.db", folder / "store.key"), users=100_000, actor="tester",
+                       now=T0).close()  # fmt: skip
+            (folder / "built").touch()
+    return folder
+
+
+@pytest.fixture
+def screenshots(snapshot, request) -> Screenshots:
+    """Several SVG snapshots in one test (see Screenshots); `screenshots.check()` at its end."""
+    return Screenshots(snapshot, request)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.helpers import last_json_line, run_python
+from tests.support import ROOT, last_json_line, run_python
 
-ROOT = Path(__file__).resolve().parent.parent
 UI_LIBRARIES = ("textual", "rich")
 
 

@@ -1,0 +1,452 @@
+"""The dashboard driven for real with Pilot at 80x24."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from textual import events
+from textual.widgets import Checkbox, Input
+
+from store.errors import PermissionDenied, StoreError
+from store.models import NewUser, Role, Status
+from store.service import Service
+from tests.support import (
+    activate,
+    code,
+    damage_table,
+    make_app,
+    make_optional,
+    screen_text,
+    settle,
+    sign_in,
+    store_state,
+    type_sign_in,
+    written,
+)
+from tui.commands import MainScreenCommands
+from tui.screens.agent import AgentScreen
+from tui.screens.common import ConfirmDialog, ErrorScreen
+from tui.screens.login import FirstRunScreen, LoginScreen
+from tui.screens.main import MainScreen
+from tui.screens.wizard import EnrollmentWizard
+from tui.widgets.user_grid import UserGrid
+
+SIZE = (80, 24)
+
+
+def user(service: Service, username: str):
+    return service.get_user(service.operator("tester"), username)
+
+
+async def test_admin_signs_in_with_a_code(paths, service, clock):
+    """Typed key by key, as a person does (the other tests fill the fields in at once)."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await type_sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        assert isinstance(pilot.app.screen, MainScreen)
+        text = screen_text(pilot.app)
+        assert "Acme Contact Center" in text and "admin" in text
+        assert "Activated 1 of 4 (25%)" in text
+
+
+@pytest.mark.parametrize("password, wrong_code", [("wrong-password", False), ("ada-password", True)])
+async def test_wrong_password_or_code_gets_one_message(paths, service, clock, password, wrong_code):
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", password)
+        if wrong_code:
+            assert pilot.app.screen.query_one("#code", Input).display
+            wrong = "000000" if code(secret, clock) != "000000" else "111111"
+            await pilot.press(*wrong, "enter")
+            await settle(pilot)
+        assert isinstance(pilot.app.screen, LoginScreen)
+        assert "Wrong username, password or code." in screen_text(pilot.app)
+
+
+@pytest.mark.parametrize("between", ["tab", "enter"])
+async def test_a_password_managers_burst_signs_in_and_never_shows_the_password(paths, service, clock, between):
+    """Auto-type sends username, Tab (or Enter), password, Enter at once: every key is queued for
+    the username field before the Tab is acted on. The password must still go to its field."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        burst = [*"ada", between, *"ada-password", "enter"]
+        for key in burst:  # all posted before any is handled, as one read from the terminal
+            pilot.app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await settle(pilot)
+        assert pilot.app.screen.query_one("#username", Input).value == "ada"
+        assert pilot.app.screen.query_one("#code", Input).display  # the password was right
+        assert "ada-password" not in screen_text(pilot.app)
+        await pilot.press(*code(secret, clock), "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+
+
+async def test_unknown_user_gets_the_same_message(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "nobody", "whatever-password")
+        assert "Wrong username, password or code." in screen_text(pilot.app)
+
+
+async def test_locked_account_says_how_long(paths, service, clock):
+    activate(service, "ada", clock)
+    for _ in range(5):
+        service.login("ada", "bad-password")
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        text = screen_text(pilot.app)
+        assert "locked" in text and "5 min" in text
+        assert isinstance(pilot.app.screen, LoginScreen)
+
+
+async def test_recovery_code_signs_in_once(paths, service, clock):
+    op = service.operator("tester")
+    enrollment = service.begin_enrollment(op, "ada")
+    codes = service.confirm_enrollment(op, "ada", code(enrollment.secret, clock)).recovery_codes
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        await pilot.press("ctrl+r")
+        assert "Recovery code" in pilot.app.screen.query_one("#code", Input).placeholder
+        await pilot.press(*codes[0], "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+    assert user(service, "ada").recovery_codes_left == 9
+    assert not service.login_code(service.login("ada", "ada-password").session, codes[0]).ok
+
+
+async def test_agent_sees_only_their_own_status(paths, service, clock):
+    make_optional(service, enabled=False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "alice", "alice-password")
+        assert isinstance(pilot.app.screen, AgentScreen)
+        text = screen_text(pilot.app)
+        assert "Disabled" in text and "bob" not in text and "Users" not in text
+
+
+async def test_supervisor_sees_no_admin_action_and_store_refuses_one(paths, service, clock):
+    make_optional(service, enabled=False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "sam", "sam-password")
+        screen = pilot.app.screen
+        assert isinstance(screen, MainScreen)
+        await pilot.press("2")  # the Users tab, where these keys act for an administrator
+        await settle(pilot)
+        footer = screen_text(pilot.app).splitlines()[-1]
+        assert "Search" in footer  # the tab's own keys show: only the role hides the rest
+        for label in ("Enroll", "Reset", "Unlock", "Add"):
+            assert label not in footer
+        for action in ("reset", "unlock", "add", "deactivate", "import_csv", "enroll"):
+            assert screen.check_action(action, ()) is False
+        await pilot.press("r")  # bound key, hidden and refused: nothing happens
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmDialog)
+        with pytest.raises(PermissionDenied):
+            pilot.app.service.reset_2fa(screen.session, "alice")
+        checkbox = screen.query_one("#enable-2fa", Checkbox)
+        assert checkbox.disabled
+
+
+async def test_admin_resets_and_unlocks(paths, service, clock):
+    secret = activate(service, "ada", clock)
+    activate(service, "alice", clock)
+    for _ in range(5):
+        service.login("bob", "bad-password")
+    assert user(service, "bob").locked_until is not None
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        grid = pilot.app.screen.query_one(UserGrid)
+        grid.cursor = [u.username for u in grid.rows].index("alice")
+        await pilot.press("r")
+        await settle(pilot)
+        dialog = pilot.app.screen
+        assert isinstance(dialog, ConfirmDialog)
+        assert "Alice (alice)" in screen_text(pilot.app)
+        await pilot.press("tab", "enter")  # from Cancel to the confirm button
+        await settle(pilot)
+        assert user(service, "alice").status is Status.PENDING
+        grid.cursor = [u.username for u in grid.rows].index("bob")
+        await pilot.press("u")
+        await settle(pilot)
+        assert user(service, "bob").locked_until is None
+
+
+async def test_mandatory_policy_locks_the_checkbox(paths, service, clock):
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        await pilot.press("3")
+        await settle(pilot)
+        checkbox = pilot.app.screen.query_one("#enable-2fa", Checkbox)
+        assert checkbox.value and checkbox.disabled
+        assert "provider makes 2FA mandatory" in screen_text(pilot.app)
+
+
+async def test_optional_policy_uncheck_then_check(paths, service, clock):
+    make_optional(service)
+    secret = activate(service, "ada", clock)
+    activate(service, "alice", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        await pilot.press("3")
+        await settle(pilot)
+        checkbox = pilot.app.screen.query_one("#enable-2fa", Checkbox)
+        assert not checkbox.disabled
+        checkbox.focus()
+        await pilot.press("space")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        assert "All 4 users become Disabled" in screen_text(pilot.app)
+        await pilot.press("tab", "enter")
+        await settle(pilot)
+        statuses = {u.username: u.status for u in service.list_users(service.operator("tester"))}
+        assert set(statuses.values()) == {Status.DISABLED}
+        assert not checkbox.value
+        await pilot.press("space")
+        await settle(pilot)
+        statuses = {u.username: u.status for u in service.list_users(service.operator("tester"))}
+        assert statuses == {"ada": Status.ACTIVATED, "alice": Status.ACTIVATED, "sam": Status.PENDING,
+                            "bob": Status.PENDING}
+
+
+async def test_markup_in_a_name_shows_literally(paths, service, clock):
+    make_optional(service, enabled=False)
+    service.add_user(service.operator("tester"), NewUser("mallory", "[red]Mal[/red] [link=http://x]y", Role.AGENT))
+    async with make_app(paths, clock).run_test(size=(120, 24)) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        await pilot.press("slash", *"mallory")
+        await settle(pilot)
+        assert "[red]Mal[/red] [link=http://" in screen_text(pilot.app)  # cut to the column, not parsed
+
+
+async def test_grid_updates_when_another_process_changes_the_store(paths, service, clock):
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        assert "Activated 1 of 4" in screen_text(pilot.app)
+        subprocess.run(
+            [sys.executable, "-m", "cli", "--db", str(paths.db), "--key", str(paths.key), "users", "add", "zed",
+             "--name", "Zed", "--role", "agent"],
+            check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        )
+        for _ in range(50):  # the poll runs every 0.1 s here; bounded wait for it
+            await pilot.pause(0.05)
+            if "Activated 1 of 5" in screen_text(pilot.app):
+                break
+        assert "Activated 1 of 5" in screen_text(pilot.app)
+        assert "zed" in [u.username for u in pilot.app.screen.query_one(UserGrid).rows]
+
+
+async def test_search_and_filter(paths, service, clock):
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        grid = pilot.app.screen.query_one(UserGrid)
+        await pilot.press("f")  # all -> Pending
+        assert sorted(u.username for u in grid.rows) == ["alice", "bob", "sam"]
+        await pilot.press("f")  # -> Activated
+        assert [u.username for u in grid.rows] == ["ada"]
+        await pilot.press("f", "f")  # Disabled -> all
+        await pilot.press("slash", *"ali")
+        assert [u.username for u in grid.rows] == ["alice"]
+
+
+async def test_pending_user_enrolls_at_sign_in_then_reaches_the_main_screen(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password")
+        wizard = pilot.app.screen
+        assert isinstance(wizard, EnrollmentWizard)
+        await pilot.press("enter")  # intro -> QR code
+        await settle(pilot)
+        assert wizard.step == "scan" and wizard.enrollment is not None
+        await pilot.press("enter")  # scanned -> code
+        await pilot.press(*code(wizard.enrollment.secret, clock), "enter")
+        await settle(pilot)
+        assert wizard.step == "codes"
+        await pilot.press("q")  # must not quit while the recovery codes are on screen
+        assert pilot.app.is_running
+        pilot.app.screen.query_one("#codes-saved", Checkbox).value = True
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("enter")  # done
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+        assert "Activated 1 of 4" in screen_text(pilot.app)
+    assert user(service, "ada").status is Status.ACTIVATED
+
+
+async def test_first_run_creates_the_store_and_enrolls_the_admin(paths, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, FirstRunScreen)
+        for field, value in (("issuer", "Globex Care"), ("admin-username", "root.admin"), ("admin-name", "Root Admin"),
+                             ("password1", "first-password"), ("password2", "first-password")):
+            screen.query_one(f"#{field}", Input).value = value
+        screen.query_one("#password2", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, EnrollmentWizard)
+    assert paths.db.exists() and (paths.db.stat().st_mode & 0o777) == 0o600
+    created = Service(paths, clock=clock)
+    assert created.policy().issuer == "Globex Care"
+    assert user(created, "root.admin").role is Role.ADMIN
+
+
+async def test_corrupt_store_is_shown_and_left_alone(paths, service, clock):
+    service.close()
+    paths.db.write_bytes(b'{"meta": {"1": {"schema": 1')
+    before = written(paths.db)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(pilot.app)
+        assert "cannot open the store" in text and "not an SQLite database" in text
+    assert written(paths.db) == before
+
+
+async def test_a_store_damaged_past_its_settings_replaces_the_sign_in_screen(paths, service, clock):
+    """The sign-in screen is drawn from the store's settings alone; the full check behind it
+    still refuses a store damaged elsewhere, says why, and writes nothing."""
+    service.close()
+    damage_table(paths.db, "users")
+    before = written(paths.db)
+    with pytest.raises(StoreError) as refused:
+        Service(paths).preload()
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        for _ in range(40):  # the full read starts 0.2 s after the sign-in screen is drawn
+            await pilot.pause(0.05)
+            if isinstance(pilot.app.screen, ErrorScreen):
+                break
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ErrorScreen)
+        assert pilot.app.screen.message == str(refused.value)
+        assert "cannot open the store" in screen_text(pilot.app)
+    assert written(paths.db) == before
+
+
+async def test_command_palette_offers_only_allowed_actions(paths, service, clock):
+    make_optional(service, enabled=False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "sam", "sam-password")
+        await pilot.press("2")  # a supervisor lands on Rollout; the user actions belong to Users
+        titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
+        assert "Search users" in titles and "Export users" in titles
+        assert not any(t.startswith(("Reset", "Unlock", "Add", "Import", "Enroll")) for t in titles)
+        assert "Export who to chase" not in titles
+        await pilot.press("1")  # the Rollout tab's own actions, while it shows
+        titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
+        assert {"Export who to chase", "Chart over 30 or 90 days"} <= set(titles) and "Search users" not in titles
+
+
+async def test_deactivated_admin_is_signed_out(paths, service, clock):
+    make_optional(service, enabled=False)
+    service.add_user(service.operator("tester"), NewUser("eve", "Eve", Role.ADMIN), password="eve-password")
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "eve", "eve-password")
+        assert isinstance(pilot.app.screen, MainScreen)
+        service.set_active(service.operator("tester"), "eve", False)
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if isinstance(pilot.app.screen, LoginScreen):
+                break
+        assert isinstance(pilot.app.screen, LoginScreen)
+
+
+async def admin_main_screen(pilot, service, clock):
+    """Signed in as ada (enrolled) on the Users tab."""
+    secret = activate(service, "ada", clock)
+    await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+    assert isinstance(pilot.app.screen, MainScreen)
+
+
+async def test_import_with_bad_rows_shows_them_and_writes_nothing(paths, service, clock, tmp_path):
+    bad = tmp_path / "users.csv"
+    bad.write_text("username,name,email,role,team\nzoe,Zoe,,agent,Sales\nalice,Alice Two,,agent,\nyan,Yan,,boss,\n")
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        before = store_state(paths.db)
+        await pilot.press("i")
+        await settle(pilot)
+        pilot.app.screen.query_one("#prompt-input", Input).value = str(bad)
+        await pilot.press("enter")
+        await settle(pilot)
+        text = screen_text(pilot.app)
+        assert "Nothing imported: 2 problems in the file" in text
+        assert "line 3" in text and "already exists" in text and "line 4" in text
+        assert store_state(paths.db) == before
+        await pilot.press("escape")
+        bad.write_text("username,name,email,role,team\nzoe,Zoe,,agent,Sales\n")
+        await pilot.press("i")
+        await settle(pilot)
+        pilot.app.screen.query_one("#prompt-input", Input).value = str(bad)
+        await pilot.press("enter")
+        await settle(pilot)
+    assert user(service, "zoe").team == "Sales"
+
+
+async def test_add_user_and_export(paths, service, clock, tmp_path):
+    out = tmp_path / "export.json"
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("a")
+        await settle(pilot)
+        await pilot.press(*"yuki", "enter", *"Yuki Sato")
+        pilot.app.screen.query_one("#new-team", Input).value = "Night Shift"
+        await pilot.click("#add")
+        await settle(pilot)
+        assert user(service, "yuki").name == "Yuki Sato"
+        await pilot.press("x")
+        export = pilot.app.screen.query_one("#prompt-input", Input)
+        export.value = str(out)
+        await pilot.press("enter")
+        await settle(pilot)
+    import json
+
+    exported = {row["username"]: row for row in json.loads(out.read_text())}
+    assert exported["yuki"]["team"] == "Night Shift" and exported["ada"]["status"] == "activated"
+    assert (out.stat().st_mode & 0o777) == 0o600
+
+
+async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
+    secret = activate(service, "ada", clock)
+    for _ in range(5):
+        service.login("bob", "bad-password")
+    async with make_app(paths, clock).run_test(size=(120, 24)) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        assert "▲ Locked" in screen_text(pilot.app)
+        clock.advance(5 * 60 + 1)  # nothing writes to the store: only time passes
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if "▲ Locked" not in screen_text(pilot.app):
+                break
+        assert "▲ Locked" not in screen_text(pilot.app)
+
+
+async def test_import_of_a_missing_file_says_so(paths, service, clock, tmp_path):
+    async with make_app(paths, clock).run_test(size=SIZE, notifications=True) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("i")
+        await settle(pilot)
+        pilot.app.screen.query_one("#prompt-input", Input).value = str(tmp_path / "nope.csv")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "cannot read" in screen_text(pilot.app) and "No such file" in screen_text(pilot.app)
+
+
+async def test_a_sort_from_the_first_row_shows_the_new_first_rows(paths, service, clock):
+    """With the cursor on the first row, a new sort shows the top of the new order (not the same
+    user, now somewhere in the middle); with a user chosen further down, the cursor stays on them."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        grid = pilot.app.screen.query_one(UserGrid)
+        assert grid.selected.username == "ada"
+        await pilot.press("S")  # usernames, reversed
+        await settle(pilot)
+        assert [u.username for u in grid.rows][:1] == ["sam"] and grid.selected.username == "sam"
+        grid.cursor = 2
+        chosen = grid.selected.username
+        await pilot.press("S")
+        await settle(pilot)
+        assert grid.selected.username == chosen

@@ -1,0 +1,60 @@
+"""The dashboard remembers a person's theme, tab, sort and filter (TinyDB, in the XDG config folder)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from tests.support import activate, code, make_app, screen_text, settle, sign_in
+from tui.prefs import Preferences, default_path
+from tui.widgets.users import UsersView
+
+SIZE = (80, 24)
+
+
+async def test_theme_tab_sort_and_filter_are_remembered(paths, service, clock):
+    secret = activate(service, "ada", clock)
+    app = make_app(paths, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        app.theme = "textual-light"
+        await pilot.press("s", "S", "f")  # sort by name, reversed; Pending only
+        await pilot.press("4")
+        await settle(pilot)
+    clock.advance(30)
+    again = make_app(paths, clock)
+    async with again.run_test(size=SIZE) as pilot:
+        assert again.theme == "textual-light"
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        assert again.screen.active_tab == "audit-tab"
+        view = again.screen.query_one(UsersView)
+        assert (view.grid.sort_column, view.grid.sort_reverse) == (1, True)
+        assert view.status_filter is not None and view.status_filter.value == "pending"
+    path = default_path()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+async def test_a_damaged_preferences_file_is_set_aside_with_a_notice(paths, service, clock):
+    path = default_path()
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.write_bytes(b'{"_default": {"1": {"kind": "dashboard", "theme": ')  # cut short
+    path.chmod(0o600)
+    app = make_app(paths, clock)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        assert "preferences file was damaged" in screen_text(app)
+        app.theme = "textual-light"  # and the new choice is kept from now on
+    assert path.with_name("preferences.json.damaged").read_bytes().startswith(b'{"_default"')
+    assert Preferences().get("theme") == "textual-light"
+
+
+def test_a_link_at_the_preferences_file_is_not_followed(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    path = default_path()
+    path.parent.mkdir(parents=True, mode=0o700)
+    os.symlink(target, path)
+    prefs = Preferences()
+    assert prefs.notice is not None and "symbolic link" in prefs.notice
+    prefs.save(theme="textual-light")  # not kept, and nothing written through the link
+    assert target.read_text() == "keep me"
