@@ -26,6 +26,7 @@ from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreErr
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
 from store.paths import StorePaths, resolve
 from store.service import Service, os_actor
+from store.sql import is_url
 from store.validation import printable
 
 from store.exports import write_private, write_users
@@ -194,10 +195,11 @@ def _store_options(parser: argparse.ArgumentParser, *, default=argparse.SUPPRESS
     """--db and --key, before the command (`default` None) or after it: SUPPRESS there keeps, unless
     they are given again, the values from before the command."""
     parser.add_argument(
-        "--db", metavar="PATH", default=default, help="the store (default: $MFA_CONSOLE_DB or the user data folder)"
+        "--db", metavar="STORE", default=default,
+        help="the store: a file, or a postgresql:// URL (default: $MFA_CONSOLE_DB or the user data folder)"
     )
     parser.add_argument(
-        "--key", metavar="PATH", default=default, help="the key file (default: $MFA_CONSOLE_KEY or beside the store)"
+        "--key", metavar="PATH", default=default, help="the key file (default: $MFA_CONSOLE_KEY, or beside a file store, or store.key in the user data folder)"
     )
 
 
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_init(args) -> int:
     paths = resolve(args.db, args.key)
     _check_new_store_paths(paths)
-    if paths.db.exists():
+    if not is_url(paths.db) and paths.db.exists():
         raise Fail(f"a store already exists at {paths.db}; refusing to overwrite it", EXIT_USAGE)
     password = _new_password(args.password_stdin, f"Password for {args.admin}")
     if not password:
@@ -255,7 +257,7 @@ def cmd_init(args) -> int:
     Service.create(
         paths, issuer=args.issuer, mode=PolicyMode(args.mode), actor=os_actor(), admin=admin, password=password
     ).close()
-    print(f"Created {paths.db} (key {paths.key}).")
+    print(f"Created {paths.shown} (key {paths.key}).")
     print(f"{admin.username} is Pending: enroll now with `mfa-console enroll {admin.username}`,")
     print("or sign in to the dashboard (`mfa-console`), which enrolls at first sign-in.")
     return EXIT_OK
@@ -264,7 +266,7 @@ def cmd_init(args) -> int:
 def _check_new_store_paths(paths: StorePaths) -> None:
     """Before the password is asked: a folder another user could change, or a link where the store
     or the key would be made, is refused by name (UnsafePath, one line)."""
-    for path in (paths.db, paths.key):
+    for path in (paths.key,) if is_url(paths.db) else (paths.db, paths.key):
         try:
             folder = fs.check_folder(path.parent)
         except FileNotFoundError:
@@ -276,6 +278,9 @@ def cmd_demo(args) -> int:
     from store import demo as demo_store  # imported here: every other command starts faster
 
     paths = resolve(args.db, args.key, demo=True)
+    if is_url(paths.db):
+        raise Fail("the demo is a store on this host: --db names a file here (for PostgreSQL, `init --db URL`)",
+                   EXIT_USAGE)  # fmt: skip
     earlier = legacy.json_path(paths.db)  # a demo made by an earlier version: moved when opened
     exists = lambda: paths.db.exists() or earlier.exists()  # noqa: E731
     if exists() and (args.reset or args.users):
@@ -539,7 +544,7 @@ def _service(args, *, quiet: bool = False) -> Service:
     service = Service(resolve(args.db, args.key))
     service.db  # noqa: B018 -- opened (and moved) before anything is asked or read from stdin
     if service.migrated_from is not None and not quiet:
-        print(f"mfa-console: moved the store {service.migrated_from} to SQLite at {service.db.path}; "
+        print(f"mfa-console: moved the store {service.migrated_from} to SQLite at {service.db.name}; "
               "the old files are kept, no longer used", file=sys.stderr)  # fmt: skip
     return service
 

@@ -25,6 +25,10 @@ class StoreBusy(StoreError):
     """Another process held the store longer than the bounded wait (store.sql.BUSY_SECONDS)."""
 
 
+class StoreUnreachable(StoreError):
+    """The database server did not answer (PostgreSQL): nothing was changed; the next call tries again."""
+
+
 class KeyFileError(StoreError):
     pass
 

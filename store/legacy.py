@@ -20,7 +20,8 @@ from . import fs
 from .errors import StoreCorrupt, StoreError
 from .models import MODES, ROLES, AuditEvent
 from .records import Settings, UserRecord
-from .sql import Database, Writer, recovery_column
+from .sql import Writer, recovery_column
+from .sql.sqlite import SQLiteDatabase
 from .validation import username_key
 
 LEGACY_RECOVERY_PREFIX = "v1:"  # hashes of codes not bound to their user (crypto.legacy_recovery_hash)
@@ -50,7 +51,7 @@ def files(json_path: Path) -> tuple[Path, ...]:
     return json_path, audit_path(json_path), json_path.with_name(json_path.name + ".lock")
 
 
-def migrate(source: Path, target: Path, *, actor: str, now: float) -> tuple[Database, bool]:
+def migrate(source: Path, target: Path, *, actor: str, now: float) -> tuple[SQLiteDatabase, bool]:
     """Copies the JSON store `source` into a new SQLite store `target`; opens it. Nothing is
     written anywhere unless the whole JSON store reads, and `source` is never changed. The flag
     says whether this call moved it (False: another process did, meanwhile)."""
@@ -66,10 +67,10 @@ def migrate(source: Path, target: Path, *, actor: str, now: float) -> tuple[Data
         w.record([AuditEvent(datetime.fromtimestamp(now, UTC), actor, "store.migrated", None, "ok", detail)])
 
     try:
-        return Database.create(target, settings, populate), True
+        return SQLiteDatabase.create(target, settings, populate), True
     except StoreError:
         if target.exists():  # another process moved it meanwhile
-            return Database.open(target), False
+            return SQLiteDatabase.open(target), False
         raise
 
 

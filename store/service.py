@@ -54,7 +54,8 @@ from .models import (
 )
 from .paths import StorePaths
 from .records import Settings, UserRecord
-from .sql import Database, UserSummary, Writer, recovery_column
+from .sql import Database, UserSummary, Writer, create_store, is_url, open_store, recovery_column
+from .sql.sqlite import SQLiteDatabase
 from .validation import clean_email, clean_issuer, clean_name, clean_role, clean_team, clean_username, username_key
 
 RECOVERY_CODES = 10
@@ -89,8 +90,10 @@ class Service:
 
     def _open(self) -> Database:
         path = self.paths.db
+        if is_url(path):
+            return open_store(path)
         try:
-            return Database.open(path)
+            return SQLiteDatabase.open(path)
         except JsonLayout as exc:
             source, target = path, legacy.sqlite_path(path)
             if target == path:
@@ -99,7 +102,7 @@ class Service:
                     "taken for an earlier version's store; it was left untouched"
                 ) from exc
             if os.path.lexists(target):  # moved before: the SQLite store is the one in use
-                return Database.open(target)
+                return SQLiteDatabase.open(target)
         except StoreMissing:
             source, target = legacy.json_path(path), path
             if path.suffix == ".json" or not os.path.lexists(source):
@@ -129,7 +132,7 @@ class Service:
         if admin is not None:
             admin = _clean_new_user(admin)._replace(role=Role.ADMIN)
             password_hash = crypto.hash_password(_check_password(password or ""))
-        for existing in (paths.db, legacy.json_path(paths.db)):
+        for existing in () if is_url(paths.db) else (paths.db, legacy.json_path(paths.db)):
             if os.path.islink(existing):
                 raise StoreError(f"{existing} is a symbolic link: refusing to make a store through it")
             if os.path.lexists(existing):
@@ -149,7 +152,7 @@ class Service:
                 w.add_users(users)
                 w.record(events)
 
-            service._db = Database.create(paths.db, Settings(mode, True, issuer, box.check, now), populate)
+            service._db = create_store(paths.db, Settings(mode, True, issuer, box.check, now), populate)
         except BaseException:
             paths.key.unlink(missing_ok=True)  # made above for a store that could not be made
             raise
@@ -234,11 +237,11 @@ class Service:
         start-up, before anyone signed in): what list_users will return until the store changes."""
         problem = self.db.integrity_problem()
         if problem is not None:
-            raise StoreCorrupt(f"store {self.db.path} is damaged ({problem}); restore it from a backup")
+            raise StoreCorrupt(f"store {self.db.name} is damaged ({problem}); restore it from a backup")
         return self._all_users()
 
     @property
-    def generation(self) -> tuple[int, int]:
+    def generation(self) -> object:
         """Changes whenever the store's data changed (here or in another process) since the last read."""
         return self.db.generation
 
@@ -254,9 +257,9 @@ class Service:
             if listing is not None and listing.generation == generation and now < listing.lock_ends:
                 return listing.users
             policy = self.policy()
-            changed, rev = self.db.summaries(listing.rev if listing is not None else -1)
+            changed, cursor = self.db.changes(listing.cursor if listing is not None else None)
             with gc_paused:
-                self._listing = _Listing.after(listing, changed, rev, generation, policy, now, self.db.path)
+                self._listing = _Listing.after(listing, changed, cursor, generation, policy, now, self.db.name)
             return self._listing.users
 
     def get_user(self, actor: Session, username: str) -> User:
@@ -609,7 +612,7 @@ class Service:
         if self._box is None:
             box = crypto.SecretBox(crypto.load_key_file(self.paths.key))
             if self.db.settings().key_check != box.check:
-                raise KeyFileError(f"key file {self.paths.key} does not belong to the store {self.db.path}")
+                raise KeyFileError(f"key file {self.paths.key} does not belong to the store {self.db.name}")
             self._box = box
         return self._box
 
@@ -700,8 +703,8 @@ class Service:
 class _Listing:
     """The users list_users made, and what from: a change remakes only the users it touched."""
 
-    generation: tuple[int, int]  # the store's, when they were made
-    rev: int  # the newest user revision read
+    generation: object  # the store's (Database.generation), when they were made
+    cursor: object  # where the store's changes were read up to (Database.changes)
     enabled: bool  # 2FA on or off (every status depends on it)
     summaries: dict[str, UserSummary]
     made: dict[str, User]
@@ -709,8 +712,8 @@ class _Listing:
     users: tuple[User, ...]  # what list_users returns
 
     @classmethod
-    def after(cls, old: _Listing | None, changed: list[UserSummary], rev: int, generation: tuple[int, int],
-              policy: Policy, now: float, path: Path) -> _Listing:  # fmt: skip
+    def after(cls, old: _Listing | None, changed: list[UserSummary], cursor: object, generation: object,
+              policy: Policy, now: float, store: str) -> _Listing:  # fmt: skip
         """The listing `old` brought up to date with the `changed` summaries (all of them if None)."""
         again = old is None or old.enabled != policy.enabled or now >= old.lock_ends
         summaries = {} if old is None else old.summaries  # only the listing lock's holder touches them
@@ -725,9 +728,9 @@ class _Listing:
                 ends = [old.lock_ends, *(s.locked_until for s in changed if s.locked_until and s.locked_until > now)]
             lock_ends = min(ends, default=math.inf)
         except (TypeError, ValueError, KeyError, OverflowError, OSError) as exc:  # a value damaged on disk
-            raise StoreCorrupt(f"{path} has a damaged user row; it was left untouched: restore it from a backup") from exc
+            raise StoreCorrupt(f"store {store} has a damaged user row; it was left untouched: restore it from a backup") from exc
         users = tuple(made.values()) if again or changed else old.users
-        return cls(generation, rev, policy.enabled, summaries, made, lock_ends, users)
+        return cls(generation, cursor, policy.enabled, summaries, made, lock_ends, users)
 
 
 class _Tx:

@@ -24,7 +24,7 @@ from tests.support import PERIOD, enroll, users_csv
 
 from store.models import NewUser, Outcome, Role
 from store.service import Service
-from store.sql import BUSY_SECONDS
+from store.sql.sqlite import BUSY_SECONDS
 
 
 @pytest.fixture

@@ -35,7 +35,8 @@ from store.gcpause import gc_paused
 from store.models import NewUser, Outcome, Role, Status
 from store.paths import StorePaths
 from store.service import Service
-from store.sql import APPLICATION_ID, SCHEMA_VERSION, Database
+from store.sql import SCHEMA_VERSION
+from store.sql.sqlite import APPLICATION_ID
 from store.totp import group_secret
 
 FIXTURE_USERS = {"ada", "sam", "alice", "bob"}
@@ -462,8 +463,9 @@ def test_after_a_change_elsewhere_only_the_changed_users_are_read(service, paths
     other.add_user(other_op, NewUser("eve", "Eve", Role.AGENT))
     other.close()
     read = []
-    real = Database.summaries
-    monkeypatch.setattr(Database, "summaries", lambda db, since=-1: read.append(r := real(db, since)) or r)
+    engine = type(service.db)
+    real = engine.changes
+    monkeypatch.setattr(engine, "changes", lambda db, cursor: read.append(r := real(db, cursor)) or r)
     after = {u.username: u for u in service.list_users(op)}
     assert [sorted(s.key for s in summaries) for summaries, _ in read] == [["eve", "u123"]]
     assert after["u123"].name == "Renamed" and "eve" in after

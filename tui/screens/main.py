@@ -55,7 +55,7 @@ class MainTabs(TabbedContent):
 class Snapshot:
     """What a poll read from the store, prepared off the event loop."""
 
-    generation: tuple[int, int]
+    generation: object  # the store's, when read (Service.generation)
     users: tuple[User, ...]
     index: UserIndex  # the users for the grid: sorted, with their search texts
     me: User | None  # the signed-in user's record
