@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import shutil
+import signal
 import sys
 import textwrap
 import time
@@ -22,14 +23,13 @@ from typing import NoReturn
 
 from store import fs, legacy
 from store.csvio import users_to_json
-from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError, StoreMissing
+from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError, StoreMissing, StoreUnreachable
+from store.exports import write_private, write_users
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
 from store.paths import StorePaths, resolve
 from store.service import Service, os_actor
 from store.sql import is_url
 from store.validation import printable
-
-from store.exports import write_private, write_users
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOT_ENROLLED, EXIT_ENROLL = 0, 1, 2, 3, 4, 5
 SIDE_WIDTH = 33  # the text column beside a QR code: 80 - 45 (QR) - 2 (gap)
@@ -77,6 +77,7 @@ COMMAND_HELP = {
     "policy": "show or change the 2FA policy",
     "report": "rollout numbers for cron and mail: overall and the last 30 days, or --by team",
     "audit": "the audit log, newest first",
+    "migrate": "copy the store to another engine (SQLite <-> PostgreSQL) and compare the two",
 }
 
 
@@ -178,6 +179,12 @@ def _audit_arguments(s: argparse.ArgumentParser) -> None:
     _store_options(s)
 
 
+def _migrate_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--to", required=True, metavar="STORE",
+                   help="where to copy it: a postgresql:// URL (an empty schema) or a new SQLite file")  # fmt: skip
+    _store_options(s)
+
+
 _ARGUMENTS = {
     "init": _init_arguments,
     "demo": _demo_arguments,
@@ -188,6 +195,7 @@ _ARGUMENTS = {
     "policy": _policy_arguments,
     "report": _report_arguments,
     "audit": _audit_arguments,
+    "migrate": _migrate_arguments,
 }
 
 
@@ -421,11 +429,22 @@ def cmd_verify(args) -> int:
     username = args.username or os.environ.get("PAM_USER")
     if not username:
         raise Fail("which user? give USERNAME (or run it from pam_exec, which sets PAM_USER)", EXIT_USAGE)
+    signal.signal(signal.SIGALRM, _verify_ran_out)
+    signal.setitimer(signal.ITIMER_REAL, VERIFY_SECONDS)
     service = _service(args, quiet=args.quiet)
     # pam_exec's expose_authtok sends the token NUL-terminated.
     code = sys.stdin.readline().replace("\x00", "").strip()
     result = service.verify(username, code, actor=f"verify:{os_actor()}")
+    signal.setitimer(signal.ITIMER_REAL, 0)
     return _auth_exit(result, quiet=args.quiet)
+
+
+VERIFY_SECONDS = 15  # a whole verify, whatever the store does (its own waits are 5 s each): refused after, exit 2
+
+
+def _verify_ran_out(signum, frame) -> NoReturn:
+    # A transaction cut here is rolled back (by SQLite's journal, or the server when the connection goes).
+    raise StoreUnreachable(f"the store did not answer within {VERIFY_SECONDS} s; the code was not accepted")
 
 
 def cmd_login(args) -> int:
@@ -524,6 +543,31 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args) -> int:
+    from store.migrate import migrate  # imported here: every other command starts faster
+
+    to = args.to if is_url(args.to) else Path(args.to).expanduser().absolute()
+    if not is_url(to) and os.path.lexists(to):
+        raise Fail(f"{printable(str(to))} exists: migrate makes a new store, it never writes into one", EXIT_USAGE)
+    service = _service(args)
+    try:
+        done = migrate(service, to, actor=os_actor())
+    finally:
+        service.close()
+    counts = done.counts
+    print(f"Copied {counts['users']:,} users and {counts['audit']:,} audit events to {printable(done.target)}; "
+          "compared user by user: identical.")  # fmt: skip
+    if done.key_copied:
+        print(f"Its key file: {done.key} (a copy of the store's).")
+    else:
+        print(f"Its key stays in {done.key}: every host that uses it needs a copy (--key or MFA_CONSOLE_KEY).")
+    if done.missed:
+        print(f"mfa-console: the store recorded {done.missed} more events while it was copied: the copy misses those "
+              "changes; stop what writes to it, and copy again into an empty target", file=sys.stderr)  # fmt: skip
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
 COMMANDS = {
     "init": cmd_init,
     "demo": cmd_demo,
@@ -534,6 +578,7 @@ COMMANDS = {
     "policy": cmd_policy,
     "audit": cmd_audit,
     "report": cmd_report,
+    "migrate": cmd_migrate,
 }
 
 

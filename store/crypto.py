@@ -145,9 +145,10 @@ def _aad(owner: str) -> bytes:
     return b"user:" + owner.encode()
 
 
-def create_key_file(path: Path) -> bytes:
-    """A new random key, written 0600 in a 0700 folder; an existing key is never replaced."""
-    master = secrets.token_bytes(32)
+def create_key_file(path: Path, master: bytes | None = None) -> bytes:
+    """A new random key (or a copy of `master`, another store's), written 0600 in a 0700 folder;
+    an existing key is never replaced."""
+    master = secrets.token_bytes(32) if master is None else master
     fs.make_private_folder(path.parent)
     folder = fs.check_folder(path.parent)
     try:

@@ -1,5 +1,9 @@
 """Fixtures: every test gets its own store folder; nothing touches the user's real data.
 
+A module that sets `ON_BOTH_ENGINES = True` runs each of its tests that uses a store twice: on
+SQLite (a file) and on PostgreSQL (a schema of its own in the run's server, tests/postgres.py);
+`@pytest.mark.sqlite_only` keeps a test about the file itself to SQLite.
+
 What the tests share besides fixtures (the clock, codes, the app factory...) is in tests/support.py.
 """
 
@@ -16,7 +20,10 @@ from store.demo import build_demo
 from store.models import NewUser, Role
 from store.paths import StorePaths
 from store.service import Service
+from tests import postgres
 from tests.support import T0, FakeClock, Screenshots
+
+ENGINES = ("sqlite", "postgresql")
 
 # -- how the suite is spread over pytest-xdist's workers ------------------------------------------
 # The project runs `-n 4 --dist loadfile`. Whole files are too coarse: the command line's tests
@@ -28,6 +35,27 @@ KEEP_TOGETHER = ("tests/store/test_scale.py",)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: seconds of work; started first so that it does not run alone at the end")
+    config.addinivalue_line("markers", "sqlite_only: about the SQLite file itself; not run on PostgreSQL")
+    # One server for the run, started by the controller (xdist's workers inherit the variable).
+    if not hasattr(config, "workerinput") and not os.environ.get(postgres.URL_VARIABLE):
+        config.pg_server = postgres.Server()
+        os.environ[postgres.URL_VARIABLE] = config.pg_server.url
+
+
+def pytest_unconfigure(config):
+    server = getattr(config, "pg_server", None)
+    if server is not None:
+        server.stop()
+        del os.environ[postgres.URL_VARIABLE]
+
+
+def pytest_generate_tests(metafunc):
+    if (
+        "engine" in metafunc.fixturenames
+        and getattr(metafunc.module, "ON_BOTH_ENGINES", False)
+        and not metafunc.definition.get_closest_marker("sqlite_only")
+    ):
+        metafunc.parametrize("engine", ENGINES, indirect=True)
 
 
 def pytest_collection_modifyitems(items):
@@ -71,8 +99,19 @@ def isolated_env(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def paths(tmp_path) -> StorePaths:
-    return StorePaths(db=tmp_path / "store" / "store.db", key=tmp_path / "store" / "store.key")
+def engine(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def paths(tmp_path, engine) -> StorePaths:
+    folder = tmp_path / "store"
+    if engine == "sqlite":
+        yield StorePaths(db=folder / "store.db", key=folder / "store.key")
+        return
+    with postgres.store_schema() as url:
+        folder.mkdir(mode=0o700)  # the key stays a file of this host
+        yield StorePaths(db=url, key=folder / "store.key")
 
 
 @pytest.fixture

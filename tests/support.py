@@ -3,7 +3,7 @@
 - time: the fixed instant T0 and the FakeClock every store and app in a test runs on;
 - codes: computed with pyotp straight from the secret an Enrollment hands out, the way a phone
   would, so the tests do not lean on store.totp to check store.totp;
-- the store read and damaged as another program (or a person with sqlite3) would;
+- the store read and damaged as another program (or a person with sqlite3 or psql) would;
 - the command line run as a subprocess (`Cli`);
 - the dashboard driven with Pilot: the app factory, sign-in, settling, the screen as text, and
   SVG snapshots several to a test;
@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pyotp
 
 from store.models import Outcome, PolicyMode, Role, Scope, Session, Status, User
 from store.paths import StorePaths
 from store.service import Service
+from store.sql import is_url
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: store/, tui/, tests/
 
@@ -155,20 +157,37 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def read_store(path: Path) -> dict:
-    """The store's settings and users (key -> row as a dict)."""
-    conn = connect(path)
+def query(db: Path | str, sql: str, params: tuple = ()) -> tuple[list[str], list[tuple]]:
+    """(columns, rows) of one statement on the store (a file or a PostgreSQL URL), run as
+    another program would, committed at once."""
+    if is_url(db):
+        with psycopg.connect(db, autocommit=True) as conn:
+            cursor = conn.execute(sql.replace("?", "%s"), params)
+            return ([c.name for c in cursor.description] if cursor.description else []), \
+                (cursor.fetchall() if cursor.description else [])  # fmt: skip
+    conn = connect(db)
     try:
-        rows = conn.cursor()
-        rows.row_factory = None  # plain tuples: sqlite3.Row made into dicts costs seconds at 100k users
-        rows.execute("SELECT * FROM users")
-        columns = [d[0] for d in rows.description]
-        key = columns.index("key")
-        users = {row[key]: dict(zip(columns, row)) for row in rows}
-        settings = dict(conn.execute("SELECT * FROM settings").fetchone())
+        cursor = conn.cursor()
+        cursor.row_factory = None  # plain tuples: sqlite3.Row made into dicts costs seconds at 100k users
+        cursor.execute(sql, params)
+        return ([c[0] for c in cursor.description] if cursor.description else []), cursor.fetchall()
     finally:
         conn.close()
-    return {"settings": settings, "users": users}
+
+
+def tables(db: Path | str) -> list[str]:
+    if is_url(db):
+        return [name for (name,) in query(db, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")[1]]
+    return [name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")[1]]
+
+
+def read_store(db: Path | str) -> dict:
+    """The store's settings and users (key -> row as a dict)."""
+    columns, rows = query(db, "SELECT * FROM users")
+    key = columns.index("key")
+    users = {row[key]: dict(zip(columns, row)) for row in rows}
+    columns, rows = query(db, "SELECT * FROM settings")
+    return {"settings": dict(zip(columns, rows[0])), "users": users}
 
 
 def written(path: Path) -> dict[str, bytes]:
@@ -178,24 +197,24 @@ def written(path: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in files if f.exists() and f.stat().st_size}
 
 
-def store_state(path: Path) -> dict[str, list[tuple]]:
+def store_state(db: Path | str) -> dict[str, list[tuple]]:
     """Every table but the audit log, each as its sorted rows: equal means nothing changed."""
-    conn = connect(path)
-    try:
-        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {t: sorted(map(tuple, conn.execute(f"SELECT * FROM {t}"))) for t in tables if t != "audit"}
-    finally:
-        conn.close()
+    return {t: sorted(query(db, f"SELECT * FROM {t}")[1], key=repr) for t in tables(db) if t != "audit"}
 
 
-def hand_edit_user(path: Path, key: str, **fields) -> None:
-    """Changes one user's row in the store file directly, as a person with sqlite3 would."""
-    conn = connect(path)
-    try:
-        sets = ", ".join(f"{column} = ?" for column in fields)
-        assert conn.execute(f"UPDATE users SET {sets} WHERE key = ?", (*fields.values(), key)).rowcount == 1
-    finally:
-        conn.close()
+def everything_stored(paths: StorePaths) -> bytes:
+    """All the store holds, as bytes to search: the files of a SQLite store (the WAL too), the
+    rows of every table of a PostgreSQL one."""
+    if is_url(paths.db):
+        return repr({t: query(paths.db, f"SELECT * FROM {t}")[1] for t in tables(paths.db)}).encode()
+    return b"".join(file.read_bytes() for file in sorted(paths.db.parent.iterdir()))
+
+
+def hand_edit_user(db: Path | str, key: str, **fields) -> None:
+    """Changes one user's row in the store directly, as a person with sqlite3 or psql would."""
+    sets = ", ".join(f"{column} = ?" for column in fields)
+    columns, rows = query(db, f"UPDATE users SET {sets} WHERE key = ? RETURNING key", (*fields.values(), key))
+    assert len(rows) == 1
 
 
 def copy_store(folder: Path, paths: StorePaths) -> StorePaths:

@@ -105,6 +105,7 @@ runs = [
     (["policy", "set-issuer", "Acme Support"], ""),
     (["report", "--by", "team", "--csv"], ""),
     (["audit", "--json"], ""),
+    (["migrate", "--to", str(folder / "copy.db")], ""),
     (["demo", "--no-dashboard", "--users", "3", "--db", str(folder / "demo.db")], ""),
 ]
 codes = {}

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from operator import attrgetter
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from ..errors import StoreCorrupt
@@ -169,10 +169,14 @@ class Database:
         with self._mutex, self._guard():
             return self._execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0]
 
-    def rows(self, table: str) -> list[tuple]:
-        """Every row of `table`, every column (COLUMNS), in key order: what a copy moves."""
-        with self._mutex, self._guard():
-            return self._execute(f"SELECT {', '.join(COLUMNS[table])} FROM {table} ORDER BY {_ORDER[table]}").fetchall()
+    def tables(self, *tables: str) -> dict[str, list[tuple]]:
+        """Every row of each table named (all of TABLES if none), every column (COLUMNS), as of
+        one moment: what a copy moves."""
+        with self._mutex, self._guard(), self._snapshot():
+            return {
+                table: self._execute(f"SELECT {', '.join(COLUMNS[table])} FROM {table} ORDER BY {_ORDER[table]}").fetchall()
+                for table in tables or TABLES
+            }  # fmt: skip
 
     # -- writing -------------------------------------------------------------------------------
     @contextmanager
@@ -241,7 +245,7 @@ class Writer:
         self.changed(None)
 
     def copy_rows(self, table: str, rows: Iterable[tuple]) -> None:
-        """Rows of `table` as `Database.rows` reads them, written as they are (a copy)."""
+        """Rows of `table` as `Database.tables` reads them, written as they are (a copy)."""
         columns = COLUMNS[table]
         self._db._executemany(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows

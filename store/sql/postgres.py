@@ -16,26 +16,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from operator import attrgetter
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from ..errors import StoreBusy, StoreCorrupt, StoreError, StoreMissing, StoreUnreachable
 from ..records import Settings
+from ..validation import username_key
 from .common import HINT, SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer, new_user_rows
 from .urls import redact
 
 CONNECT_SECONDS = 5
 BUSY_SECONDS = 5  # the longest a statement waits for a lock another session holds
-CHANNEL = "mfa_console"
+CHANNEL = "mfa_console"  # and the schema: each store hears its own changes, not another's in one database
 _ADMINS_LOCK = 0x6D666163  # the advisory lock of changes that must leave an active administrator
 _PAYLOAD_MAX = 7000  # bytes of user keys in one NOTIFY (PostgreSQL takes 8000); beyond: "*"
 _EVERYONE = "*"
+_FEW_USERS = 200  # an import of more is announced as a change to everyone: one full read, not a list
 _SERVER_OPTIONS = (
     f"-c lock_timeout={BUSY_SECONDS}s -c statement_timeout=120s -c idle_in_transaction_session_timeout=60s "
     "-c default_transaction_isolation=read\\ committed -c TimeZone=UTC"
@@ -154,6 +159,7 @@ class PostgresDatabase(Database):
         # Changes heard of: (sequence number, keys changed or None for everyone), oldest first.
         self._heard: list[tuple[int, frozenset[str] | None]] = []
         self._heard_seq = 0  # (both kept under the mutex)
+        self.channel = CHANNEL  # set to the store's own once its schema is known
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -169,7 +175,9 @@ class PostgresDatabase(Database):
     def _check(self) -> None:
         with self._mutex, self._guard():
             conn = self._connection()
-            if conn.execute("SELECT to_regclass('mfa_console') IS NULL").fetchone()[0]:
+            missing, schema = conn.execute("SELECT to_regclass('mfa_console') IS NULL, current_schema()").fetchone()
+            self.channel = _channel(schema)
+            if missing:
                 raise StoreMissing(f"no store in {self.name} (create one with `mfa-console init --db URL`)")
             row = conn.execute("SELECT max(version), count(*) FROM mfa_console").fetchone()
         if row[1] != 1:
@@ -192,6 +200,7 @@ class PostgresDatabase(Database):
                 ).fetchone()
                 if schema is None:
                     raise StoreError(f"{db.name} has no schema to create the store in (see its search_path)")
+                db.channel = _channel(schema)
                 if w.execute("SELECT to_regclass('mfa_console') IS NOT NULL").fetchone()[0]:
                     raise StoreError(f"a store already exists in {db.name}; refusing to overwrite it")
                 if tables:
@@ -242,16 +251,20 @@ class PostgresDatabase(Database):
     def _hear(self) -> None:
         """Collects the notifications waiting on the listener, which is made (LISTEN) if needed:
         then everyone counts as changed, as notifications may have been missed meanwhile."""
-        if self._listener is None or self._listener.closed or self._listener.broken:
+        if not _alive(self._listener):
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
             self._note(None)
             listener = psycopg.connect(**self._params, autocommit=True)
-            listener.execute(f"LISTEN {CHANNEL}")
+            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self._listener = listener
-        for notice in self._listener.notifies(timeout=0):
-            self._note(None if notice.payload == _EVERYONE else frozenset(notice.payload.split()))
+        ours = self._conn.info.backend_pid if _alive(self._conn) else None
+        pgconn, encoding = self._listener.pgconn, self._listener.info.encoding
+        while (notice := pgconn.notifies()) is not None:  # read from the socket by _alive (no round trip)
+            if notice.be_pid != ours:  # this process's own changes were noted when they committed
+                payload = notice.extra.decode(encoding)
+                self._note(None if payload == _EVERYONE else frozenset(payload.split()))
 
     def _note(self, keys: frozenset[str] | None) -> None:
         self._heard_seq += 1
@@ -259,6 +272,11 @@ class PostgresDatabase(Database):
 
     # -- the engine ----------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection:
+        """The connection, made again if the server ended it while it was idle (a restart, a
+        failover): a call that starts then just works. One cut mid-transaction is an error."""
+        conn = self._conn
+        if conn is not None and conn.info.transaction_status == TransactionStatus.IDLE and not _alive(conn):
+            conn.close()
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
@@ -336,7 +354,7 @@ class PostgresWriter(Writer):
         if self.everyone or len(payload.encode()) > _PAYLOAD_MAX:
             payload = _EVERYONE
         if payload:
-            self.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload))
+            self.execute("SELECT pg_notify(?, ?)", (self._db.channel, payload))
 
     def active_admins(self) -> set[str]:
         # Serializes the changes that count administrators: each sees the last one's commit.
@@ -345,13 +363,15 @@ class PostgresWriter(Writer):
 
     def add_new_users(self, users, now: float) -> None:
         """COPY: an import of 100k rows is one stream, not 100k statements."""
+        rows = new_user_rows(users, now, self.rev)  # the revision first: no statement runs during a COPY
         conn = self._db._connection()
         with conn.cursor() as cursor, cursor.copy(
             "COPY users (key, username, name, role, created_at, email, team, rev) FROM STDIN"
         ) as copy:
-            for row in new_user_rows(users, now, self.rev):
+            for row in rows:
                 copy.write_row(row)
-        self.changed(None)
+        for key in map(username_key, map(attrgetter("username"), users)) if len(users) <= _FEW_USERS else (None,):
+            self.changed(key)
 
     def copy_rows(self, table: str, rows: Iterable[tuple]) -> None:
         super().copy_rows(table, rows)
@@ -389,6 +409,23 @@ def _translate(exc: psycopg.Error, name: str) -> StoreError:
     if state == "25006":
         return StoreError(f"store {name} cannot be written (the server is read-only: a standby?); nothing was changed")
     return StoreError(f"store {name}: {said}")
+
+
+def _alive(conn: psycopg.Connection | None) -> bool:
+    """Whether the server still holds this connection, as far as what it sent says (no round trip)."""
+    if conn is None or conn.closed or conn.broken:
+        return False
+    try:
+        for _ in range(2):  # an ended session's farewell (read by the first) then EOF: this fails
+            conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def _channel(schema: str) -> str:
+    name = f"{CHANNEL}:{schema}"
+    return name if len(name.encode()) < 64 else f"{CHANNEL}:{hashlib.sha256(schema.encode()).hexdigest()[:32]}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,11 +14,13 @@ def is_url(location: str | Path) -> bool:
 
 
 def redact(url: str) -> str:
-    """A URL as messages show it: no password, no query string (it may name files)."""
+    """A URL as messages show it: all but a password (the query string too: a search_path in its
+    options tells two stores of one database apart)."""
     try:
         parts = urlsplit(url)
         host = parts.netloc.rpartition("@")[2]
         netloc = f"{parts.username}@{host}" if parts.username else host
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        query = "&".join(p for p in parts.query.split("&") if not p.lower().startswith("password="))
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
         return "the PostgreSQL URL"

@@ -457,9 +457,9 @@ def test_a_newer_schema_says_to_upgrade(paths):
 OPENER = """
 import json, sys
 from pathlib import Path
-from store.paths import StorePaths
+from store.paths import resolve
 from store.service import Service
-service = Service(StorePaths(Path(sys.argv[1]), Path(sys.argv[2])))
+service = Service(resolve(sys.argv[1], sys.argv[2]))
 print("ready", flush=True)
 sys.stdin.readline()  # all start together
 users = service.list_users(service.operator("worker"))

@@ -14,20 +14,6 @@ import sys
 import threading
 
 import pytest
-from tests.support import (
-    PERIOD,
-    code,
-    connect,
-    damage_table,
-    enroll,
-    last_json_line,
-    password,
-    read_store,
-    run_python,
-    store_state,
-    users_csv,
-    written,
-)
 
 from store import crypto
 from store.errors import KeyFileError, StoreCorrupt, StoreError, StoreMissing
@@ -38,6 +24,24 @@ from store.service import Service
 from store.sql import SCHEMA_VERSION
 from store.sql.sqlite import APPLICATION_ID
 from store.totp import group_secret
+from tests.support import (
+    PERIOD,
+    code,
+    connect,
+    damage_table,
+    enroll,
+    everything_stored,
+    last_json_line,
+    password,
+    query,
+    read_store,
+    run_python,
+    store_state,
+    users_csv,
+    written,
+)
+
+ON_BOTH_ENGINES = True
 
 FIXTURE_USERS = {"ada", "sam", "alice", "bob"}
 
@@ -58,10 +62,10 @@ import json, sys
 from pathlib import Path
 from store.errors import InvalidInput
 from store.models import NewUser, Outcome, Role
-from store.paths import StorePaths
+from store.paths import resolve
 from store.service import Service
 db, key, tag = sys.argv[1:]
-service = Service(StorePaths(Path(db), Path(key)), clock=lambda: 1_796_000_000.0)
+service = Service(resolve(db, key), clock=lambda: 1_796_000_000.0)
 op = service.operator("worker")
 print("ready", flush=True)
 sys.stdin.readline()  # all workers start together
@@ -202,6 +206,7 @@ BAD_FILES = {
 }
 
 
+@pytest.mark.sqlite_only  # the file itself
 @pytest.mark.parametrize("damage", BAD_FILES.values(), ids=BAD_FILES.keys())
 def test_a_damaged_store_is_refused_clearly_and_left_untouched(service, paths, clock, damage):
     service.close()
@@ -231,17 +236,21 @@ def test_a_damaged_store_is_refused_clearly_and_left_untouched(service, paths, c
     assert paths.db.stat().st_mtime_ns == stamp
 
 
-def test_a_newer_schema_is_refused_as_such(service, paths, op):
+def test_a_newer_schema_is_refused_as_such(service, paths, engine, op):
     service.close()
-    _rewrite(paths.db, [f"PRAGMA user_version = {SCHEMA_VERSION + 1}"])
-    before = written(paths.db)
+    if engine == "sqlite":
+        _rewrite(paths.db, [f"PRAGMA user_version = {SCHEMA_VERSION + 1}"])
+    else:
+        query(paths.db, "UPDATE mfa_console SET version = ?", (SCHEMA_VERSION + 1,))
+    before = store_state(paths.db)
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}") as refused:
         Service(paths).policy()
     assert not isinstance(refused.value, StoreCorrupt)
-    assert str(paths.db) in str(refused.value) and "upgrade mfa-console" in str(refused.value)
-    assert written(paths.db) == before
+    assert paths.shown in str(refused.value) and "upgrade mfa-console" in str(refused.value)
+    assert store_state(paths.db) == before
 
 
+@pytest.mark.sqlite_only  # the file itself
 def test_the_header_names_the_store_as_ours(service, paths):
     header = paths.db.read_bytes()[:100]
     assert header.startswith(b"SQLite format 3\0") and int.from_bytes(header[68:72], "big") == APPLICATION_ID
@@ -259,6 +268,7 @@ def test_a_missing_store_is_reported_and_nothing_is_created(tmp_path):
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.sqlite_only  # the file itself
 def test_create_refuses_to_replace_a_store_or_a_key(service, paths, clock, tmp_path):
     service.close()
     state, key_bytes = store_state(paths.db), paths.key.read_bytes()
@@ -323,17 +333,14 @@ def test_secrets_and_recovery_codes_never_reach_the_disk(service, paths, op, clo
     forbidden += [form for c in codes for form in (c, c.replace("-", ""))]
     forbidden.append(password("alice"))
 
-    def leaks() -> dict[str, list[str]]:
-        found = {}
-        for path in paths.db.parent.iterdir():  # the database, its WAL and shared memory, the key
-            data = path.read_bytes()
-            found.update({path.name: hits} if (hits := [f for f in forbidden if f.encode() in data]) else {})
-        return found
+    def leaks() -> list[str]:  # in the database, its WAL and shared memory, the key; or the tables
+        data = everything_stored(paths)
+        return [form for form in forbidden if form.encode() in data]
 
-    assert leaks() == {}  # with the WAL in use
+    assert leaks() == []  # with the WAL in use
     assert service.get_user(op, "alice").status is Status.ACTIVATED  # it is in there, encrypted
     service.close()
-    assert leaks() == {}  # and once checkpointed into the database
+    assert leaks() == []  # and once checkpointed into the database
 
 
 def test_the_real_password_hash_cost(tmp_path):
@@ -387,6 +394,7 @@ def _copy_store(paths: StorePaths, folder) -> StorePaths:
     return copy
 
 
+@pytest.mark.sqlite_only  # the file itself
 def test_a_store_copied_without_its_key_reveals_nothing(service, paths, op, alice_secret, clock, tmp_path):
     service.close()
     copy = _copy_store(paths, tmp_path / "copy")
@@ -417,7 +425,7 @@ def test_another_stores_key_does_not_belong(service, paths, op, alice_secret, cl
     ):
         with pytest.raises(KeyFileError, match="does not belong") as refused:
             attempt()
-        assert str(other.key) in str(refused.value) and str(paths.db) in str(refused.value)
+        assert str(other.key) in str(refused.value) and paths.shown in str(refused.value)
     assert store_state(paths.db) == before
     mixed.close()
     assert service.verify("alice", code(alice_secret, clock)).ok  # with its own key it still works
@@ -435,9 +443,7 @@ def test_a_key_file_that_is_not_a_key(service, paths, op, tmp_path, clock):
 
 def test_a_secret_moved_onto_another_user_does_not_decrypt(service, paths, op, alice_secret, clock):
     """Secrets are sealed to their user: copying alice's onto bob (a store edited by hand) fails."""
-    conn = connect(paths.db)
-    conn.execute("UPDATE users SET secret = (SELECT secret FROM users WHERE key = 'alice') WHERE key = 'bob'")
-    conn.close()
+    query(paths.db, "UPDATE users SET secret = (SELECT secret FROM users WHERE key = 'alice') WHERE key = 'bob'")
     with pytest.raises(KeyFileError, match="'bob'"):
         service.verify("bob", code(alice_secret, clock))
 

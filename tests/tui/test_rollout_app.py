@@ -14,10 +14,10 @@ SIZE = (80, 24)
 ENROLL_IN_ANOTHER_PROCESS = """
 import sys, pyotp
 from pathlib import Path
-from store.paths import StorePaths
+from store.paths import resolve
 from store.service import Service
 now = float(sys.argv[3])
-service = Service(StorePaths(Path(sys.argv[1]), Path(sys.argv[2])), clock=lambda: now)
+service = Service(resolve(sys.argv[1], sys.argv[2]), clock=lambda: now)
 op = service.operator("other-admin")
 enrollment = service.begin_enrollment(op, "alice")
 assert service.confirm_enrollment(op, "alice", pyotp.TOTP(enrollment.secret).at(now)).ok
