@@ -19,11 +19,11 @@ from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker
 
 from store.errors import ImportRejected, PermissionDenied, StoreError
+from store.exports import write_private, write_users
 from store.models import AuditEvent, ConfirmResult, Policy, Role, Rollout, Session, Status, User
 from store.validation import printable
 
 from ..commands import MainScreenCommands
-from store.exports import write_private, write_users
 from ..widgets.audit import AuditView
 from ..widgets.rollout import RolloutView
 from ..widgets.security import SecurityView
@@ -191,7 +191,9 @@ class MainScreen(StoreWork, Screen):
                 self.notify(printable(f"{snapshot} (showing the last data read)"), severity="error",
                             timeout=10, markup=False)  # fmt: skip
             return
-        self.store_problem = None
+        if self.store_problem is not None:
+            self.store_problem = None
+            self.notify("The store answers again: showing what it holds now.", timeout=5, markup=False)
         if snapshot is None:
             return
         self.snapshot = snapshot
