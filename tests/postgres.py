@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 URL_VARIABLE = "MFA_CONSOLE_TEST_PG"
 _SYSTEM_USER = "postgres"  # initdb refuses to run as root: as root, the server runs as this user
@@ -84,7 +85,8 @@ def store_schema() -> Iterator[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
+        # Its sessions carry its name (pg_stat_activity.application_name): a test can end its own.
+        yield f"{url}?options=-csearch_path%3D{schema}&application_name={schema}"
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -138,3 +140,11 @@ class Proxy:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+def end_sessions(url: str) -> None:
+    """The sessions of the store at `url` (a store_schema's) end, as a server restart or a lost
+    network would end them; the other tests' go on."""
+    name = conninfo_to_dict(url)["application_name"]
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (name,))

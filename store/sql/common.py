@@ -21,9 +21,10 @@ from ..models import MODES, AuditEvent, NewUser, Policy
 from ..records import USER_COLUMNS, USER_FIELDS, Settings, UserRecord
 from ..validation import username_key
 
-SCHEMA_VERSION = 3  # 1 and 2 were the JSON layouts (store/legacy.py moves them to SQLite)
+SCHEMA_VERSION = 4  # 1 and 2 were the JSON layouts (store/legacy.py moves them to SQLite); 4 adds clients
+FIRST_VERSION = 3  # the first in SQL: every version since is brought up to date when opened
 HINT = "it was left untouched; restore it from a backup"
-TABLES = ("settings", "users", "unknown_names", "audit")  # in the order a copy writes them
+TABLES = ("settings", "users", "unknown_names", "clients", "audit")  # in the order a copy writes them
 
 # Recovery codes are kept as their hashes in one column, each between spaces (" h1 h2 "): one
 # is spent by a single conditional replace, and they are counted by their spaces.
@@ -39,9 +40,10 @@ COLUMNS = {
     "settings": ("id", "mode", "enabled", "issuer", "key_check", "created_at"),
     "users": (*USER_FIELDS[:-1], "rev"),
     "unknown_names": ("tag", "failures", "lock_count", "locked_until", "seen_at"),
+    "clients": ("name", "key_hash", "sources", "created_at", "revoked_at"),
     "audit": ("id", "at", "actor", "action", "target", "outcome", "detail"),
 }
-_ORDER = {"settings": "id", "users": "key", "unknown_names": "tag", "audit": "id"}
+_ORDER = {"settings": "id", "users": "key", "unknown_names": "tag", "clients": "name", "audit": "id"}
 
 
 class UserSummary(NamedTuple):

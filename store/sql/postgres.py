@@ -31,7 +31,7 @@ from psycopg.pq import TransactionStatus
 from ..errors import StoreBusy, StoreCorrupt, StoreError, StoreMissing, StoreUnreachable
 from ..records import Settings
 from ..validation import username_key
-from .common import HINT, SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer, new_user_rows
+from .common import FIRST_VERSION, HINT, SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer, new_user_rows
 from .urls import redact
 
 CONNECT_SECONDS = 5
@@ -46,7 +46,7 @@ _SERVER_OPTIONS = (
     "-c default_transaction_isolation=read\\ committed -c TimeZone=UTC"
 )
 
-SCHEMA = """
+SCHEMA_V3 = """
 CREATE TABLE mfa_console (
     version INTEGER NOT NULL
 );
@@ -97,8 +97,20 @@ CREATE TABLE audit (
     target TEXT,
     outcome TEXT NOT NULL,
     detail TEXT
-)
+);
 """
+# Each version's statements after the one before (see store/sql/sqlite.py's UPGRADES).
+UPGRADES = {
+    4: """
+CREATE TABLE clients (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    sources TEXT NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION
+);
+""",
+}
 
 
 def connection_params(url: str) -> dict[str, str]:
@@ -185,8 +197,28 @@ class PostgresDatabase(Database):
         if row[0] > SCHEMA_VERSION:
             raise StoreError(f"store {self.name} has schema version {row[0]}; this mfa-console reads version "
                              f"{SCHEMA_VERSION} (upgrade mfa-console to open it)")  # fmt: skip
-        if row[0] != SCHEMA_VERSION:
+        if row[0] not in (FIRST_VERSION, *UPGRADES):
             raise StoreCorrupt(f"store {self.name} has no known schema version ({row[0]}); {HINT}")
+        if row[0] < SCHEMA_VERSION:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """The statements of each newer version, and the version, in one transaction (DDL is
+        transactional here); the table lock makes a second host wait, then find it done."""
+        try:
+            with self.write() as w:
+                w.execute("LOCK TABLE mfa_console IN EXCLUSIVE MODE")
+                version = w.execute("SELECT version FROM mfa_console").fetchone()[0]
+                for statement in (s for v, text in UPGRADES.items() if v > version for s in text.split(";")):
+                    if statement.strip():
+                        w.execute(statement)
+                w.execute("UPDATE mfa_console SET version = ?", (SCHEMA_VERSION,))
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
+                raise
+            raise StoreError(f"store {self.name} has an older schema, and bringing it up to date takes a role that "
+                             "may create tables in its schema (its owner): run any mfa-console command once as that "
+                             "role") from exc  # fmt: skip
 
     @classmethod
     def create(cls, url: str, settings: Settings, populate: Callable[[Writer], None]) -> PostgresDatabase:
@@ -206,8 +238,9 @@ class PostgresDatabase(Database):
                 if tables:
                     raise StoreError(f"{db.name} is not empty ({tables} tables in schema {schema}); "
                                      "mfa-console makes its tables only where there are none")  # fmt: skip
-                for statement in SCHEMA.split(";"):
-                    w.execute(statement)
+                for statement in (SCHEMA_V3 + "".join(UPGRADES.values())).split(";"):
+                    if statement.strip():
+                        w.execute(statement)
                 w.execute("INSERT INTO mfa_console (version) VALUES (?)", (SCHEMA_VERSION,))
                 w.add_settings(settings)
                 populate(w)

@@ -26,14 +26,14 @@ from ..errors import JsonLayout, StoreBusy, StoreCorrupt, StoreError, StoreMissi
 from ..fs import UnsafePath
 from ..records import Settings
 from .common import HINT as _HINT
-from .common import SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer
+from .common import FIRST_VERSION, SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer
 
 APPLICATION_ID = 0x6D666163  # "mfac" in the file's header: an SQLite file that is a store of ours
 BUSY_SECONDS = 5.0  # the longest any call waits for another process's write
 _NEWER_VERSIONS = 1000  # a version this far beyond ours is taken for a newer release, not damage
 _MAX_TIME = 2.5e11  # seconds: timestamps beyond year 9999 are damage, not dates
 
-SCHEMA = """
+SCHEMA_V3 = """
 CREATE TABLE settings (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     mode TEXT NOT NULL CHECK (mode IN ('mandatory', 'optional')),
@@ -83,16 +83,30 @@ CREATE TABLE audit (
     detail TEXT
 ) STRICT;
 """
+# Each version's statements after the one before: a store of an older version is brought up to
+# date when opened (one transaction), and SCHEMA is all of them.
+UPGRADES = {
+    4: """
+CREATE TABLE clients (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    sources TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    revoked_at REAL
+) STRICT;
+""",
+}
+SCHEMA = SCHEMA_V3 + "".join(UPGRADES.values())
 
 
 @functools.cache
-def expected_schema() -> frozenset[tuple]:
-    """What sqlite_master lists for SCHEMA, definitions included (made once, in memory). A file
-    listing anything else — a trigger or view planted, a table gone, a definition changed by a
-    flipped bit — is not a store of ours."""
+def expected_schema(version: int = SCHEMA_VERSION) -> frozenset[tuple]:
+    """What sqlite_master lists for the schema of `version`, definitions included (made once, in
+    memory). A file listing anything else — a trigger or view planted, a table gone, a
+    definition changed by a flipped bit — is not a store of ours."""
     conn = sqlite3.connect(":memory:")
     try:
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA_V3 + "".join(s for v, s in UPGRADES.items() if v <= version))
         return frozenset(conn.execute(_SCHEMA_QUERY))
     finally:
         conn.close()
@@ -199,12 +213,24 @@ class SQLiteDatabase(Database):
                     f"store {self.path} has schema version {version}; this mfa-console reads version "
                     f"{SCHEMA_VERSION} (upgrade mfa-console to open it)"
                 )
-            if version != SCHEMA_VERSION:  # 0, or far beyond any release: a damaged header
+            if version not in (FIRST_VERSION, *UPGRADES):  # 0, or far beyond any release: a damaged header
                 raise StoreCorrupt(f"store {self.path} has no known schema version ({version}); {_HINT}")
-            if frozenset(self._conn.execute(_SCHEMA_QUERY)) != expected_schema():
+            if frozenset(self._conn.execute(_SCHEMA_QUERY)) != expected_schema(version):
                 raise StoreCorrupt(f"store {self.path} does not have mfa-console's tables; {_HINT}")
+        if version < SCHEMA_VERSION:
+            self._upgrade()
             if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self._conn.execute("PRAGMA journal_mode = WAL")
+
+    def _upgrade(self) -> None:
+        """The statements of each newer version, and the version, in one transaction: a store is
+        of one version or the next, never between (another process may have done it meanwhile)."""
+        with self.write() as w:
+            version = w.execute("PRAGMA user_version").fetchone()[0]
+            for statement in (s for v, text in UPGRADES.items() if v > version for s in text.split(";")):
+                if statement.strip():
+                    w.execute(statement)
+            w.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._mutex:

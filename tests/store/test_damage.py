@@ -233,7 +233,7 @@ def _flip_in(data: bytes, text: bytes, index: int, bit: int) -> tuple[int, bytes
 SCHEMA_DAMAGE = {
     # "DEFAULT" of users.recovery: the schema no longer parses; SQLite says so quoting the
     # damaged word, at the first statement of a connection.
-    "a table's definition unreadable": (b"DEFAULT ''", 1, 7),
+    "a table's definition unreadable": (b"recovery TEXT NOT NULL DEFAULT ''", 24, 7),
     # 'agent' in users.role's CHECK: the schema parses, and adding an agent breaks the CHECK;
     # SQLite's message quotes the constraint.
     "a CHECK's word not UTF-8": (b"'agent')", 3, 7),

@@ -10,13 +10,14 @@ import csv
 import io
 import json
 import time
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from store import report
 from store.demo import SeedUser
-from store.models import NewUser, Role
+from store.models import NewUser, Role, Status
 from store.paths import StorePaths
 from store.service import Service
 from tests.support import NOW, A, Cli, P, at, people, person  # the hand-checked users
@@ -115,14 +116,17 @@ def test_floor_percent_says_100_only_when_everyone_is_done():
     assert report.floor_percent(5, 5, 1) == 100.0 and report.floor_percent(0, 0) == 0.0
 
 
-def test_report_of_100k_users_is_quick():
-    """What the Rollout tab computes per snapshot (in a thread); measured about 0.12 s here."""
+def test_report_of_100k_users_counts_each_one():
+    """What the Rollout tab computes per snapshot, at 100k users (its speed is benchmarks/run.py's
+    to measure, not a test's)."""
     base = people()
     users = tuple(person(f"u{i}", "U", base[i % 13].team, base[i % 13].status, activated=base[i % 13].activated_at,
                          pending=base[i % 13].pending_since) for i in range(100_000))  # fmt: skip
-    started = time.perf_counter()
-    report.overall(users, NOW), report.teams(users), report.daily(users, NOW, 90), report.chase(users, NOW)
-    assert time.perf_counter() - started < 1.0  # generous: shared CI machines
+    statuses = Counter(u.status for u in users)
+    big = report.overall(users, NOW)
+    assert (big.total, big.activated, big.pending) == (100_000, statuses[Status.ACTIVATED], statuses[Status.PENDING])
+    assert sum(row.users for row in report.teams(users)) == 100_000
+    assert len(report.chase(users, NOW)) == statuses[Status.PENDING]
 
 
 # -- the command line ---------------------------------------------------------------------------

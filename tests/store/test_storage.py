@@ -34,6 +34,7 @@ from tests.support import (
     last_json_line,
     password,
     query,
+    tables,
     read_store,
     run_python,
     store_state,
@@ -248,6 +249,25 @@ def test_a_newer_schema_is_refused_as_such(service, paths, engine, op):
     assert not isinstance(refused.value, StoreCorrupt)
     assert paths.shown in str(refused.value) and "upgrade mfa-console" in str(refused.value)
     assert store_state(paths.db) == before
+
+
+def test_a_store_of_an_older_schema_is_brought_up_to_date_when_opened(service, paths, engine, op, alice_secret, clock):
+    """Version 3 (before the service's clients) opened by this version: upgraded in place, once,
+    with every user as it was."""
+    service.close()
+    if engine == "sqlite":
+        _rewrite(paths.db, ["DROP TABLE clients", "PRAGMA user_version = 3"])
+    else:
+        query(paths.db, "DROP TABLE clients")
+        query(paths.db, "UPDATE mfa_console SET version = 3")
+    users = read_store(paths.db)["users"]
+    upgraded = Service(paths, clock=clock)
+    assert upgraded.verify("alice", code(alice_secret, clock)).ok
+    assert "clients" in tables(paths.db) and read_store(paths.db)["users"].keys() == users.keys()
+    version = query(paths.db, "PRAGMA user_version" if engine == "sqlite" else "SELECT version FROM mfa_console")[1]
+    assert version == [(SCHEMA_VERSION,)]
+    upgraded.close()
+    Service(paths, clock=clock).close()  # opened again: nothing left to do, nothing refused
 
 
 @pytest.mark.sqlite_only  # the file itself
