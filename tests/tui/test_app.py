@@ -84,6 +84,24 @@ async def test_a_password_managers_burst_signs_in_and_never_shows_the_password(p
         assert isinstance(pilot.app.screen, MainScreen)
 
 
+async def test_a_burst_the_focus_move_splits_keeps_every_key(paths, service, clock):
+    """The terminal hands a burst over in pieces: the password's first keys are typed into its
+    field before the focus gets there, the rest after. The focus arriving must not select (and so
+    let the next key replace) what was typed ahead: a real terminal lost "demo" of "demo-admin"."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for piece in ([*"ada", "tab", *"ada-"], [*"password", "enter"]):
+            for key in piece:
+                pilot.app.post_message(events.Key(key, key if len(key) == 1 else None))
+            await pilot.pause()  # the focus reaches the password field between the two
+        await settle(pilot)
+        assert pilot.app.screen.query_one("#code", Input).display  # the password was right
+        await pilot.press(*code(secret, clock), "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+
+
 async def test_unknown_user_gets_the_same_message(paths, service, clock):
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await sign_in(pilot, "nobody", "whatever-password")
