@@ -294,6 +294,30 @@ async def test_pending_user_enrolls_at_sign_in_then_reaches_the_main_screen(path
     assert user(service, "ada").status is Status.ACTIVATED
 
 
+async def test_keys_and_quit_work_in_dialogs_and_the_wizard(paths, service, clock):
+    """`?` and `q` are the app's keys "anywhere": a modal screen (a dialog, the wizard) once cut
+    them off, so `?` did nothing there and `q` did not quit."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "alice", "alice-password")
+        assert isinstance(pilot.app.screen, EnrollmentWizard)
+        await pilot.press("question_mark")
+        assert pilot.app.screen.query("HelpPanel")
+        await pilot.press("escape")  # hides the keys; the wizard stays
+        assert isinstance(pilot.app.screen, EnrollmentWizard) and not pilot.app.screen.query("HelpPanel")
+        await pilot.press("escape")
+        await settle(pilot)
+        clock.advance(30)
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        await pilot.press("2", "r")
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        await pilot.press("question_mark")
+        assert pilot.app.screen.query("HelpPanel")
+        await pilot.press("escape", "q")
+        await pilot.pause()
+        assert not pilot.app.is_running
+
+
 async def test_first_run_creates_the_store_and_enrolls_the_admin(paths, clock):
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await settle(pilot)
