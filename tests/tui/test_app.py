@@ -450,6 +450,22 @@ async def test_add_user_and_export(paths, service, clock, tmp_path):
     assert (out.stat().st_mode & 0o777) == 0o600
 
 
+async def test_add_user_shows_the_role_it_will_give(paths, service, clock):
+    """The Role field is a Select: in the form's one-line rows it once showed only the top edge
+    of its box, and not the role chosen."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("a")
+        await settle(pilot)
+        role_row = next(line for line in screen_text(pilot.app).splitlines() if "Role" in line)
+        assert "Agent" in role_row
+        await pilot.press("tab", "tab")  # to the role; Enter opens its list, the arrows choose
+        await pilot.press("enter", "up", "enter")
+        await pilot.pause()
+        role_row = next(line for line in screen_text(pilot.app).splitlines() if "Role" in line)
+        assert "Supervisor" in role_row
+
+
 async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
     secret = activate(service, "ada", clock)
     for _ in range(5):
