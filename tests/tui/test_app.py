@@ -466,6 +466,24 @@ async def test_add_user_shows_the_role_it_will_give(paths, service, clock):
         assert "Supervisor" in role_row
 
 
+async def test_the_security_tab_reads_in_a_60x20_terminal(paths, service, clock):
+    """Each setting's value wraps beside its name, not under it, and the last ones are reached
+    with the keyboard (they were cut off, the view did not scroll)."""
+    async with make_app(paths, clock).run_test(size=(60, 20)) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        lines = screen_text(pilot.app).splitlines()
+        codes = next(i for i, line in enumerate(lines) if line.lstrip().startswith("Codes"))
+        value_column = lines[codes].index("TOTP")
+        wrapped = lines[codes + 1]  # "new every 30 s" does not fit on the row
+        assert wrapped[:value_column].strip() == "" and "every 30 s" in wrapped
+        assert "active accounts" not in screen_text(pilot.app)  # below the fold at 60x20
+        await pilot.press("end")
+        await pilot.pause()
+        assert "4 active accounts" in screen_text(pilot.app)
+
+
 async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
     secret = activate(service, "ada", clock)
     for _ in range(5):
