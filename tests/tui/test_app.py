@@ -484,6 +484,46 @@ async def test_the_security_tab_reads_in_a_60x20_terminal(paths, service, clock)
         assert "4 active accounts" in screen_text(pilot.app)
 
 
+def contrast(a, b) -> float:
+    """WCAG contrast ratio of two RGB colours."""
+
+    def luminance(rgb) -> float:
+        r, g, b = (v / 255 for v in rgb)
+        r, g, b = (v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in (r, g, b))
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def worst_contrast(app, row: int, text: str) -> float:
+    """The lowest contrast of `text`'s letters on screen row `row`, as Textual paints them."""
+    from textual.strip import Strip
+
+    from tests.screen import cells_from_strips
+
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    cells = cells_from_strips([Strip.join(line) for line in update.strips])[row]
+    start = "".join(cell.char or " " for cell in cells).index(text)
+    letters = [cell for cell in cells[start : start + len(text)] if cell.char.strip()]
+    return min(contrast(*cell.colours((0, 0, 0), (255, 255, 255))) for cell in letters)
+
+
+@pytest.mark.parametrize("theme", ["textual-light", "solarized-light", "catppuccin-latte", "rose-pine-dawn",
+                                   "atom-one-light", "solarized-dark"])  # fmt: skip
+async def test_tab_names_and_the_audit_hint_are_legible(paths, service, clock, theme):
+    """The tabs not shown name the keys 1-4, and the audit filter's placeholder is the tab's only
+    hint: Textual draws both at half strength, 2:1 to 3:1 on light themes (WCAG asks 4.5:1)."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        pilot.app.theme = theme
+        await pilot.press("4")
+        await settle(pilot)
+        for tab in ("Rollout", "Users", "Security"):
+            assert worst_contrast(pilot.app, 1, tab) >= 4.5, tab
+        assert worst_contrast(pilot.app, 3, "Type to filter") >= 4.5
+
+
 async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):
     secret = activate(service, "ada", clock)
     for _ in range(5):
