@@ -84,6 +84,24 @@ async def test_a_password_managers_burst_signs_in_and_never_shows_the_password(p
         assert isinstance(pilot.app.screen, MainScreen)
 
 
+async def test_a_burst_the_focus_move_splits_keeps_every_key(paths, service, clock):
+    """The terminal hands a burst over in pieces: the password's first keys are typed into its
+    field before the focus gets there, the rest after. The focus arriving must not select (and so
+    let the next key replace) what was typed ahead: a real terminal lost "demo" of "demo-admin"."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for piece in ([*"ada", "tab", *"ada-"], [*"password", "enter"]):
+            for key in piece:
+                pilot.app.post_message(events.Key(key, key if len(key) == 1 else None))
+            await pilot.pause()  # the focus reaches the password field between the two
+        await settle(pilot)
+        assert pilot.app.screen.query_one("#code", Input).display  # the password was right
+        await pilot.press(*code(secret, clock), "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+
+
 async def test_unknown_user_gets_the_same_message(paths, service, clock):
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await sign_in(pilot, "nobody", "whatever-password")
@@ -276,6 +294,30 @@ async def test_pending_user_enrolls_at_sign_in_then_reaches_the_main_screen(path
     assert user(service, "ada").status is Status.ACTIVATED
 
 
+async def test_keys_and_quit_work_in_dialogs_and_the_wizard(paths, service, clock):
+    """`?` and `q` are the app's keys "anywhere": a modal screen (a dialog, the wizard) once cut
+    them off, so `?` did nothing there and `q` did not quit."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "alice", "alice-password")
+        assert isinstance(pilot.app.screen, EnrollmentWizard)
+        await pilot.press("question_mark")
+        assert pilot.app.screen.query("HelpPanel")
+        await pilot.press("escape")  # hides the keys; the wizard stays
+        assert isinstance(pilot.app.screen, EnrollmentWizard) and not pilot.app.screen.query("HelpPanel")
+        await pilot.press("escape")
+        await settle(pilot)
+        clock.advance(30)
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        await pilot.press("2", "r")
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        await pilot.press("question_mark")
+        assert pilot.app.screen.query("HelpPanel")
+        await pilot.press("escape", "q")
+        await pilot.pause()
+        assert not pilot.app.is_running
+
+
 async def test_first_run_creates_the_store_and_enrolls_the_admin(paths, clock):
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -406,6 +448,80 @@ async def test_add_user_and_export(paths, service, clock, tmp_path):
     exported = {row["username"]: row for row in json.loads(out.read_text())}
     assert exported["yuki"]["team"] == "Night Shift" and exported["ada"]["status"] == "activated"
     assert (out.stat().st_mode & 0o777) == 0o600
+
+
+async def test_add_user_shows_the_role_it_will_give(paths, service, clock):
+    """The Role field is a Select: in the form's one-line rows it once showed only the top edge
+    of its box, and not the role chosen."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("a")
+        await settle(pilot)
+        role_row = next(line for line in screen_text(pilot.app).splitlines() if "Role" in line)
+        assert "Agent" in role_row
+        await pilot.press("tab", "tab")  # to the role; Enter opens its list, the arrows choose
+        await pilot.press("enter", "up", "enter")
+        await pilot.pause()
+        role_row = next(line for line in screen_text(pilot.app).splitlines() if "Role" in line)
+        assert "Supervisor" in role_row
+
+
+async def test_the_security_tab_reads_in_a_60x20_terminal(paths, service, clock):
+    """Each setting's value wraps beside its name, not under it, and the last ones are reached
+    with the keyboard (they were cut off, the view did not scroll)."""
+    async with make_app(paths, clock).run_test(size=(60, 20)) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        lines = screen_text(pilot.app).splitlines()
+        codes = next(i for i, line in enumerate(lines) if line.lstrip().startswith("Codes"))
+        value_column = lines[codes].index("TOTP")
+        wrapped = lines[codes + 1]  # "new every 30 s" does not fit on the row
+        assert wrapped[:value_column].strip() == "" and "every 30 s" in wrapped
+        assert "active accounts" not in screen_text(pilot.app)  # below the fold at 60x20
+        await pilot.press("end")
+        await pilot.pause()
+        assert "4 active accounts" in screen_text(pilot.app)
+
+
+def contrast(a, b) -> float:
+    """WCAG contrast ratio of two RGB colours."""
+
+    def luminance(rgb) -> float:
+        r, g, b = (v / 255 for v in rgb)
+        r, g, b = (v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in (r, g, b))
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def worst_contrast(app, row: int, text: str) -> float:
+    """The lowest contrast of `text`'s letters on screen row `row`, as Textual paints them."""
+    from textual.strip import Strip
+
+    from tests.screen import cells_from_strips
+
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    cells = cells_from_strips([Strip.join(line) for line in update.strips])[row]
+    start = "".join(cell.char or " " for cell in cells).index(text)
+    letters = [cell for cell in cells[start : start + len(text)] if cell.char.strip()]
+    return min(contrast(*cell.colours((0, 0, 0), (255, 255, 255))) for cell in letters)
+
+
+@pytest.mark.parametrize("theme", ["textual-light", "solarized-light", "catppuccin-latte", "rose-pine-dawn",
+                                   "atom-one-light", "solarized-dark"])  # fmt: skip
+async def test_tab_names_and_the_audit_hint_are_legible(paths, service, clock, theme):
+    """The tabs not shown name the keys 1-4, and the audit filter's placeholder is the tab's only
+    hint: Textual draws both at half strength, 2:1 to 3:1 on light themes (WCAG asks 4.5:1)."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        pilot.app.theme = theme
+        await pilot.press("4")
+        await settle(pilot)
+        for tab in ("Rollout", "Users", "Security"):
+            assert worst_contrast(pilot.app, 1, tab) >= 4.5, tab
+        assert worst_contrast(pilot.app, 3, "Type to filter") >= 4.5
 
 
 async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):

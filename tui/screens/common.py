@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen, Screen, ScreenResultType
 from textual.widgets import Button, Input, Static
 
 from store.validation import printable
@@ -31,7 +31,18 @@ class ErrorScreen(Screen):
             yield Static(Content("Nothing was changed. Press q to quit."), classes="hint")
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class Dialog(ModalScreen[ScreenResultType]):
+    """A modal screen that keeps the app's `?` and `q`: Textual stops at a modal screen when it
+    looks for a key's binding, so the app's own never reach it. (A focused field still takes
+    them as text; `escape` hides the keys as a priority binding, so it needs no copy here.)"""
+
+    BINDINGS = [
+        Binding("question_mark", "app.toggle_keys", "Keys", show=False),
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
+
+
+class ConfirmDialog(Dialog[bool]):
     """A yes/no question; Enter confirms only when the confirm button has focus."""
 
     BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
@@ -56,7 +67,7 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(event.button.id == "confirm")
 
 
-class PromptDialog(ModalScreen[str | None]):
+class PromptDialog(Dialog[str | None]):
     """One line of input (a file path): Enter accepts, Escape cancels."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]

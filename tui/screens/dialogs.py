@@ -7,7 +7,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from store.errors import ImportRejected, InvalidInput, problems
@@ -16,10 +15,11 @@ from store.service import Service
 from store.validation import clean_email, clean_name, clean_team, clean_username, printable
 
 from ..widgets.fields import Field
+from .common import Dialog
 from ..work import StoreWork
 
 
-class AddUserDialog(StoreWork, ModalScreen[User | None]):
+class AddUserDialog(StoreWork, Dialog[User | None]):
     """A new account. Enter goes to the next field and adds from the last one; every problem is
     listed at once, in the form, before the store is asked."""
 
@@ -100,7 +100,7 @@ class AddUserDialog(StoreWork, ModalScreen[User | None]):
         self.query_one("#add-message", Static).update(Content("\n".join(printable(line) for line in text.split("\n"))))
 
 
-class ImportErrorsDialog(ModalScreen[None]):
+class ImportErrorsDialog(Dialog[None]):
     """Every refused row with its line; nothing was imported."""
 
     BINDINGS = [Binding("escape,enter", "dismiss(None)", "Close")]

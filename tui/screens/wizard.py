@@ -21,7 +21,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, ContentSwitcher, Input, Static
 
 from store.errors import PermissionDenied
@@ -33,6 +32,7 @@ from store.qr import QRCode, QRTooLarge
 from ..widgets.qr_view import QRView
 from ..widgets.fields import Field
 from ..work import StoreWork
+from .common import Dialog
 
 STEPS = ("intro", "scan", "code", "codes", "done")
 CODE_DIGITS = 6
@@ -50,7 +50,7 @@ class SaveCheckbox(Checkbox, inherit_bindings=False):
     BINDINGS = [Binding("space", "toggle_button", "Tick", show=False)]
 
 
-class EnrollmentWizard(StoreWork, ModalScreen[ConfirmResult | None]):
+class EnrollmentWizard(StoreWork, Dialog[ConfirmResult | None]):
     """Set up TOTP for `username`, acting as `actor`. Dismisses with the ConfirmResult, or None."""
 
     DEFAULT_CSS = """

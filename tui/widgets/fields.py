@@ -30,6 +30,8 @@ def type_into(field: Input, key: events.Key) -> None:
     key.prevent_default()
     if not key.is_printable:
         return
+    if isinstance(field, Field) and not field.has_focus:
+        field.typed_ahead = True  # its Focus event, still to come, must not select this text
     selection = field.selection
     if selection.is_empty:
         field.insert_text_at_cursor(key.character)
@@ -52,6 +54,15 @@ class Field(Input):
         self.leave_to = leave_to  # Enter moves the focus there (a search box's results, say)
         self._handing_to: Widget | None = None  # the focus goes there once the keys queued here are done
         self._held: bool = False  # a key was held for after the hand-over: the later ones wait too
+        self.typed_ahead = False  # keys were typed in before the focus arrived (type_into)
+
+    def _on_focus(self, event: events.Focus) -> None:
+        """Runs before Input's own handler, which selects the whole value on focus: after keys
+        typed ahead, the next key of the burst would replace them ("demo-pw" became "-pw")."""
+        if self.typed_ahead:
+            self.typed_ahead = False
+            keep, self.select_on_focus = self.select_on_focus, False
+            self.call_later(setattr, self, "select_on_focus", keep)  # after Input's handler
 
     def on_key(self, event: events.Key) -> None:
         screen = self.screen

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Grid, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
@@ -19,7 +19,18 @@ from store.models import Policy, PolicyMode
 from store.validation import printable
 
 
-class SecurityView(Vertical, can_focus=False):
+DETAILS = (  # (id, name) of the policy's lines
+    ("issuer", "Issuer (shown in apps)"),
+    ("plan", "Plan"),
+    ("codes", "Codes"),
+    ("window", "Clock window"),
+    ("lockout", "Lockout"),
+    ("users", "Users"),
+)
+
+
+class SecurityView(VerticalScroll):
+    """Scrolls (a 60x20 terminal cuts the settings): focused itself when the box is locked."""
 
     policy: reactive[Policy | None] = reactive(None, init=False)
     may_change: reactive[bool] = reactive(False, init=False)  # an administrator is signed in
@@ -40,7 +51,10 @@ class SecurityView(Vertical, can_focus=False):
     def compose(self) -> ComposeResult:
         yield Checkbox("Enable 2FA", value=True, id="enable-2fa")
         yield Static(id="policy-note")
-        yield Static(id="policy-details")
+        with Grid(id="policy-details"):  # a value wraps beside its name, not under it
+            for key, name in DETAILS:
+                yield Static(Content(name), classes="policy-name")
+                yield Static(id=f"policy-{key}", classes="policy-value")
 
     @property
     def box(self) -> Checkbox:
@@ -76,16 +90,17 @@ class SecurityView(Vertical, can_focus=False):
             note = ("2FA is off: everyone signs in with a password only. Ticking turns it back on; "
                     "authenticator apps set up before still work.")  # fmt: skip
         self.query_one("#policy-note", Static).update(Content(note))
-        details = "\n".join([
-            f"Issuer (shown in apps)  {printable(policy.issuer)}",
-            f"Plan                    2FA {policy.mode.value}; currently {state}",
-            f"Codes                   TOTP (RFC 6238), {policy.digits} digits, new every {policy.period} s",
-            f"Clock window            ±{policy.window} step (±{policy.window * policy.period} s); a code works once",
-            f"Lockout                 {policy.max_failures} failures lock for {policy.lock_minutes} min,",
-            f"                        doubling each time, up to {policy.lock_cap_minutes} min",
-            f"Users                   {self.active_users:,} active accounts",
-        ])  # fmt: skip
-        self.query_one("#policy-details", Static).update(Content(details))
+        values = {
+            "issuer": printable(policy.issuer),
+            "plan": f"2FA {policy.mode.value}; currently {state}",
+            "codes": f"TOTP (RFC 6238), {policy.digits} digits, new every {policy.period} s",
+            "window": f"±{policy.window} step (±{policy.window * policy.period} s); a code works once",
+            "lockout": f"{policy.max_failures} failures lock for {policy.lock_minutes} min,\n"
+                       f"doubling each time, up to {policy.lock_cap_minutes} min",
+            "users": f"{self.active_users:,} active accounts",
+        }  # fmt: skip
+        for key, value in values.items():
+            self.query_one(f"#policy-{key}", Static).update(Content(value))
 
     @on(Checkbox.Changed, "#enable-2fa")
     def _ticked(self, event: Checkbox.Changed) -> None:
@@ -96,4 +111,4 @@ class SecurityView(Vertical, can_focus=False):
 
     def focus_first(self) -> None:
         """Where the keyboard lands on this tab: the box if it can change, else the view itself."""
-        self.screen.set_focus(None if self.box.disabled else self.box)
+        self.screen.set_focus(self if self.box.disabled else self.box)
