@@ -78,6 +78,8 @@ COMMAND_HELP = {
     "report": "rollout numbers for cron and mail: overall and the last 30 days, or --by team",
     "audit": "the audit log, newest first",
     "migrate": "copy the store to another engine (SQLite <-> PostgreSQL) and compare the two",
+    "clients": "the verification service's clients (API keys): add, list, revoke",
+    "serve": "run the verification service (HTTP) for apps and VPNs",
 }
 
 
@@ -185,6 +187,33 @@ def _migrate_arguments(s: argparse.ArgumentParser) -> None:
     _store_options(s)
 
 
+def _clients_arguments(clients: argparse.ArgumentParser) -> None:
+    csub = clients.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    s = csub.add_parser("add", help="a new client; its API key is printed once")
+    s.add_argument("name")
+    s.add_argument("--source", action="append", default=[], metavar="CIDR",
+                   help="an address or network its requests must come from (repeatable; default: any)")  # fmt: skip
+    s = csub.add_parser("list", help="every client, revoked ones too")
+    s.add_argument("--json", action="store_true")
+    s = csub.add_parser("revoke", help="the client's key stops working at once")
+    s.add_argument("name")
+    for s in csub.choices.values():
+        _store_options(s)
+
+
+def _serve_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT",
+                   help="where to listen (default 127.0.0.1:8765, loopback: put a reverse proxy in front, or TLS)")
+    s.add_argument("--socket", metavar="PATH", help="listen on a Unix socket instead")
+    s.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM) ...")
+    s.add_argument("--tls-key", metavar="FILE", help="... and its private key (PEM)")
+    s.add_argument("--rate-client", type=float, default=100.0, metavar="N",
+                   help="checks per second per client (bursts of twice that; default 100)")
+    s.add_argument("--rate-source", type=float, default=50.0, metavar="N",
+                   help="requests per second per source address (bursts of twice that; default 50)")  # fmt: skip
+    _store_options(s)
+
+
 _ARGUMENTS = {
     "init": _init_arguments,
     "demo": _demo_arguments,
@@ -196,6 +225,8 @@ _ARGUMENTS = {
     "report": _report_arguments,
     "audit": _audit_arguments,
     "migrate": _migrate_arguments,
+    "clients": _clients_arguments,
+    "serve": _serve_arguments,
 }
 
 
@@ -568,6 +599,59 @@ def cmd_migrate(args) -> int:
     return EXIT_OK
 
 
+def cmd_clients(args) -> int:
+    service, op = _open(args)
+    if args.action == "add":
+        client, key = service.add_client(op, args.name, tuple(args.source))
+        where = " from " + ", ".join(map(str, client.sources)) if client.sources else " from any address"
+        print(f"Added client {client.name}{where}. Its API key, shown this once (the store keeps a digest):",
+              file=sys.stderr)  # fmt: skip
+        print(key)
+    elif args.action == "revoke":
+        service.revoke_client(op, args.name)
+        print(f"Revoked {args.name}: its key no longer works.")
+    else:
+        rows = [{"name": c.name, "sources": [str(n) for n in c.sources], "created_at": _iso(c.created_at),
+                 "revoked_at": _iso(c.revoked_at) if c.revoked_at else None} for c in service.list_clients(op)]  # fmt: skip
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'NAME':<24}  {'STATE':<8}  {'SINCE':<20}  SOURCES")
+            for r in rows:
+                state, since = ("revoked", r["revoked_at"]) if r["revoked_at"] else ("active", r["created_at"])
+                print(f"{printable(r['name']):<24}  {state:<8}  {since:<20}  {' '.join(r['sources']) or 'any'}")
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    import ssl
+
+    from server.http import Limits, serve  # imported here: aiohttp loads for this command only
+
+    host, _, port = args.listen.rpartition(":")
+    if not args.socket and (not host or not port.isdigit()):
+        raise Fail(f"--listen wants HOST:PORT, not {printable(args.listen)}", EXIT_USAGE)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise Fail("TLS needs both --tls-cert and --tls-key", EXIT_USAGE)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise Fail(f"cannot load the TLS certificate or key: {exc}", EXIT_USAGE) from exc
+    service = _service(args)
+    service.policy()  # a missing, damaged or unreachable store is said now, not at the first check
+    try:
+        serve(service, host=host.strip("[]"), port=int(port or 0), socket_path=args.socket, tls=tls,
+              limits=Limits(args.rate_client, args.rate_source))  # fmt: skip
+    except OSError as exc:
+        raise Fail(f"cannot listen on {printable(args.socket or args.listen)}: {exc.strerror or exc}", EXIT_USAGE) from exc
+    finally:
+        service.close()
+    return EXIT_OK
+
+
 COMMANDS = {
     "init": cmd_init,
     "demo": cmd_demo,
@@ -579,6 +663,8 @@ COMMANDS = {
     "audit": cmd_audit,
     "report": cmd_report,
     "migrate": cmd_migrate,
+    "clients": cmd_clients,
+    "serve": cmd_serve,
 }
 
 

@@ -33,6 +33,7 @@ from .errors import (
     StoreMissing,
     UnknownUser,
 )
+from .clients import Client, clean_client_name, client_from_row, key_hash, new_key, parse_sources
 from .gcpause import gc_paused
 from .lockout import locked_until
 from .models import (
@@ -495,6 +496,60 @@ class Service:
             tx.w.update_user(record.key, **changes)
             tx.log(actor.actor, "user.unlock", record.key, "ok")
             return _user(replace(record, **changes), tx.policy, self._clock())
+
+    # -- the verification service's clients ------------------------------------------------------
+    def add_client(self, actor: Session, name: str, sources: tuple[str, ...] = ()) -> tuple[Client, str]:
+        """A new client and its API key, which is shown this once and kept only as a digest."""
+        self._require(actor, admin=True)
+        name, networks = clean_client_name(name), parse_sources(sources)
+        key, now = new_key(), self._clock()
+        shown = " ".join(map(str, networks))
+        with self._tx() as tx:
+            if not tx.w.add_client(name, key_hash(key), shown, now):
+                raise InvalidInput(f"a client named {name!r} exists (or did: names of revoked clients are not reused)")
+            tx.log(actor.actor, "client.add", None, "ok", f"{name}" + (f" from {shown}" if shown else ""))
+        return Client(name, networks, datetime.fromtimestamp(now, UTC)), key
+
+    def second_factor(self, username: str) -> str:
+        """What a sign-in of `username` needs after the password: "code", "enroll" (Pending) or
+        "off" (2FA turned off). A name that is no active user's gets "code", as a user's would:
+        the answer tells no one who exists."""
+        if not self.policy().enabled:
+            return "off"
+        try:
+            record = self.db.user(username_key(clean_username(username)))
+        except InvalidInput:
+            return "code"
+        return "enroll" if record is not None and record.active and record.secret is None else "code"
+
+    def list_clients(self, actor: Session) -> list[Client]:
+        self._require(actor, staff=True)
+        return [self._client(row) for row in self.db.clients()]
+
+    def revoke_client(self, actor: Session, name: str) -> None:
+        self._require(actor, admin=True)
+        with self._tx() as tx:
+            if not tx.w.revoke_client(name, self._clock()):
+                raise InvalidInput(f"no client {name!r} to revoke (see `mfa-console clients list`)")
+            tx.log(actor.actor, "client.revoke", None, "ok", name)
+
+    def client_for_key(self, key: str, address: str | None) -> Client | None:
+        """The active client whose key this is, if `address` may use it; else None (which of the
+        three failed is for the audit log, not the caller)."""
+        row = self.db.client_by_key_hash(key_hash(key)) if key else None
+        client = self._client(row) if row is not None else None
+        if client is not None and client.active and client.allows(address):
+            return client
+        detail = "no such key" if client is None else "revoked" if not client.active else f"not from {address}"
+        with self._tx() as tx:
+            tx.log(f"client:{client.name}" if client else "client:(unknown)", "client.refused", None, "refused", detail)
+        return None
+
+    def _client(self, row: tuple) -> Client:
+        try:
+            return client_from_row(row)
+        except (TypeError, ValueError, AttributeError, OverflowError, OSError, InvalidInput) as exc:
+            raise StoreCorrupt(f"store {self.db.name} has a damaged client row; it was left untouched: restore it from a backup") from exc
 
     def set_enabled(self, actor: Session, enabled: bool) -> Policy:
         """Turns 2FA on or off for the contact center; refused while the plan makes it mandatory.

@@ -166,6 +166,17 @@ class Database:
         except (TypeError, ValueError, OverflowError, OSError) as exc:
             raise StoreCorrupt(f"store {self.name} has a damaged audit event; {HINT}") from exc
 
+    def clients(self) -> list[tuple]:
+        """Every client's row (name, key_hash, sources, created_at, revoked_at), by name."""
+        with self._mutex, self._guard():
+            return self._execute(f"SELECT {', '.join(COLUMNS['clients'])} FROM clients ORDER BY name").fetchall()
+
+    def client_by_key_hash(self, key_hash: str) -> tuple | None:
+        with self._mutex, self._guard():
+            return self._execute(
+                f"SELECT {', '.join(COLUMNS['clients'])} FROM clients WHERE key_hash = ?", (key_hash,)
+            ).fetchone()
+
     def audit_head(self) -> int:
         """The newest event's id: it changes whenever an event is recorded."""
         with self._mutex, self._guard():
@@ -360,6 +371,19 @@ class Writer:
         values = {k: (v.value if hasattr(v, "value") else int(v) if isinstance(v, bool) else v) for k, v in changes.items()}
         self.execute(f"UPDATE settings SET {', '.join(f'{k} = :{k}' for k in values)} WHERE id = 1", values)
         self.changed(None)  # every user's status depends on the policy
+
+    def add_client(self, name: str, key_hash: str, sources: str, now: float) -> bool:
+        """A new client; False if one of that name exists (revoked ones too: names are never reused)."""
+        return self.execute(
+            "INSERT INTO clients (name, key_hash, sources, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            (name, key_hash, sources, now),
+        ).rowcount == 1
+
+    def revoke_client(self, name: str, now: float) -> bool:
+        """False if there is no such client, or it was revoked already."""
+        return self.execute(
+            "UPDATE clients SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name)
+        ).rowcount == 1
 
     def record(self, events: Iterable[AuditEvent]) -> None:
         self._db._executemany(

@@ -1,0 +1,209 @@
+"""`mfa-console serve`: the verification service over HTTP, for web apps, softphones and VPNs.
+
+The API speaks privacyIDEA's shapes (`POST /validate/check` with `user` and `pass`, form or
+JSON; the answer's `result.value` and `result.authentication`), so clients written for it
+work unchanged once they send our API key in `Authorization` (`Bearer KEY` or the key alone).
+Every rule stays the store's: replay, lockout, policy; every check is audited under the
+client's name. A locked user, an unknown one and a wrong code get the same REJECT.
+
+Store calls are blocking (SQLite, psycopg): they run in a thread pool, never on the event
+loop. SIGTERM stops accepting, finishes the checks under way, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+from aiohttp import web
+
+from store.clients import Client
+from store.errors import StoreError
+from store.models import Outcome
+from store.service import Service
+
+MAX_BODY = 16 * 1024  # a check is a name and a code: anything bigger is refused (413) unread
+SHUTDOWN_SECONDS = 10  # SIGTERM: how long the checks under way may take to finish
+_VERSION = f"mfa-console {version('mfa-console')}"
+
+
+@dataclass
+class Bucket:
+    """A token bucket: `rate` requests a second, bursts of `rate * 2`."""
+
+    rate: float
+    tokens: float = math.inf
+    at: float = field(default_factory=time.monotonic)
+
+    def take(self) -> float:
+        """0 if a request may go now, else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.rate * 2, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Limits:
+    """Requests per second, per client and per source address (answered 429 with Retry-After)."""
+
+    def __init__(self, per_client: float, per_source: float):
+        self.per_client, self.per_source = per_client, per_source
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+
+    def wait(self, kind: str, who: str) -> float:
+        if len(self._buckets) > 100_000:  # a scan from many addresses: forget full buckets
+            self._buckets = {k: b for k, b in self._buckets.items() if b.tokens < b.rate * 2}
+        rate = self.per_client if kind == "client" else self.per_source
+        return self._buckets.setdefault((kind, who), Bucket(rate)).take()
+
+
+def _answer(status: int = 200, **result) -> web.Response:
+    body = {"id": 1, "jsonrpc": "2.0", "version": _VERSION, "time": time.time(), **result}
+    return web.json_response(body, status=status)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    response = _answer(status, result={"status": False, "error": {"code": status, "message": message}})
+    response.headers.update(headers or {})
+    return response
+
+
+class Verifier:
+    def __init__(self, service: Service, limits: Limits, threads: int = 8):
+        self.service, self.limits = service, limits
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
+
+    async def _store(self, call: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
+
+    async def _client(self, request: web.Request) -> Client | web.Response:
+        """The request's client, or the response that refuses it."""
+        source = request.remote or ""
+        wait = self.limits.wait("source", source)
+        if wait:
+            return _error(429, "too many requests from this address", {"Retry-After": str(math.ceil(wait))})
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not key:
+            return _error(401, "an API key is needed (Authorization: Bearer KEY); see `mfa-console clients add`",
+                          {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        client = await self._store(self.service.client_for_key, key, source)
+        if client is None:
+            return _error(403, "this API key is not valid here", {"WWW-Authenticate": "Bearer"})
+        wait = self.limits.wait("client", client.name)
+        if wait:
+            return _error(429, "too many requests from this client", {"Retry-After": str(math.ceil(wait))})
+        return client
+
+    async def check(self, request: web.Request) -> web.Response:
+        client = await self._client(request)
+        if isinstance(client, web.Response):
+            return client
+        params = await _params(request)
+        if isinstance(params, web.Response):
+            return params
+        user, code = params.get("user"), params.get("pass")
+        if not isinstance(user, str) or not isinstance(code, str) or not user:
+            return _error(400, "give 'user' and 'pass' (the code or a recovery code)")
+        result = await self._store(lambda: self.service.verify(user, code, actor=f"client:{client.name}"))
+        accepted = result.outcome is Outcome.OK
+        if result.outcome is Outcome.NOT_ENROLLED:
+            detail = "no code to check: the user has no active 2FA (see /validate/preauth)"
+        else:
+            detail = "matching code" if accepted else "wrong code"  # locked, unknown, replayed: said in the audit
+        return _answer(result={"status": True, "value": accepted, "authentication": "ACCEPT" if accepted else "REJECT"},
+                       detail={"message": detail})  # fmt: skip
+
+    async def preauth(self, request: web.Request) -> web.Response:
+        client = await self._client(request)
+        if isinstance(client, web.Response):
+            return client
+        user = request.query.get("user", "")
+        if not user:
+            return _error(400, "give 'user'")
+        second = await self._store(self.service.second_factor, user)
+        messages = {"code": "a code is needed", "enroll": "the user must enroll first", "off": "2FA is off: no code"}
+        return _answer(result={"status": True, "value": second}, detail={"message": messages[second]})
+
+    async def health(self, request: web.Request) -> web.Response:
+        try:
+            await self._store(self.service.policy)
+        except StoreError as exc:
+            return web.json_response({"status": "unavailable", "message": str(exc)}, status=503)
+        return web.json_response({"status": "ok"})
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+async def _params(request: web.Request) -> dict | web.Response:
+    """The request's parameters: JSON or a form (privacyIDEA's clients send either)."""
+    try:
+        if request.content_type == "application/json":
+            params = json.loads(await request.read())
+            return params if isinstance(params, dict) else _error(400, "the JSON body must be an object")
+        return dict(await request.post())
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"the body is over {MAX_BODY} bytes")
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "the body is not valid JSON")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StoreError as exc:  # busy, unreachable, damaged: no answer is a REJECT's equal
+        return _error(503, str(exc))
+    except web.HTTPException as exc:
+        return _error(exc.status, exc.reason)
+
+
+def make_app(verifier: Verifier) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors])
+    app.router.add_post("/validate/check", verifier.check)
+    app.router.add_get("/validate/preauth", verifier.preauth)
+    app.router.add_get("/healthz", verifier.health)
+    return app
+
+
+def serve(service: Service, *, host: str, port: int, socket_path: str | None, tls: ssl.SSLContext | None,
+          limits: Limits) -> None:  # fmt: skip
+    """Runs until SIGTERM or SIGINT; says where it listens on stdout (one line), then serves."""
+    asyncio.run(_serve(service, host, port, socket_path, tls, limits))
+
+
+async def _serve(service, host, port, socket_path, tls, limits) -> None:
+    verifier = Verifier(service, limits)
+    runner = web.AppRunner(make_app(verifier), handle_signals=False, access_log=None,
+                           shutdown_timeout=SHUTDOWN_SECONDS)  # fmt: skip
+    await runner.setup()
+    if socket_path:
+        site = web.UnixSite(runner, socket_path, ssl_context=tls)
+    else:
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    scheme = "https" if tls else "http"
+    where = socket_path or ":".join(map(str, site._server.sockets[0].getsockname()[:2]))
+    print(f"listening on {scheme}://{where}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # stops listening, lets the checks under way finish
+        verifier.close()
+        print("stopped", file=sys.stderr, flush=True)
