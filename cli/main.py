@@ -191,11 +191,19 @@ def _clients_arguments(clients: argparse.ArgumentParser) -> None:
     csub = clients.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     s = csub.add_parser("add", help="a new client; its API key is printed once")
     s.add_argument("name")
+    s.add_argument("--radius", action="store_true", help="also a RADIUS client: a shared secret (needs --source)")
+    s.add_argument("--radius-password", action="store_true",
+                   help="its RADIUS User-Password is the user's password followed by the code (implies --radius)")
+    s.add_argument("--radius-unsigned", action="store_true",
+                   help="accept its Access-Requests without a Message-Authenticator, as older NASes and Debian 12's "
+                   "pam_radius_auth send them (implies --radius; loopback or a trusted network only)")
     s.add_argument("--source", action="append", default=[], metavar="CIDR",
                    help="an address or network its requests must come from (repeatable; default: any)")  # fmt: skip
     s = csub.add_parser("list", help="every client, revoked ones too")
     s.add_argument("--json", action="store_true")
     s = csub.add_parser("revoke", help="the client's key stops working at once")
+    s.add_argument("name")
+    s = csub.add_parser("radius-secret", help="a RADIUS client's shared secret, for the NAS's configuration")
     s.add_argument("name")
     for s in csub.choices.values():
         _store_options(s)
@@ -207,6 +215,8 @@ def _serve_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--socket", metavar="PATH", help="listen on a Unix socket instead")
     s.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM) ...")
     s.add_argument("--tls-key", metavar="FILE", help="... and its private key (PEM)")
+    s.add_argument("--radius", metavar="[HOST:]PORT",
+                   help="also answer RADIUS Access-Requests on this UDP port (e.g. 1812; HOST defaults to --listen's)")
     s.add_argument("--rate-client", type=float, default=100.0, metavar="N",
                    help="checks per second per client (bursts of twice that; default 100)")
     s.add_argument("--rate-source", type=float, default=50.0, metavar="N",
@@ -602,24 +612,33 @@ def cmd_migrate(args) -> int:
 def cmd_clients(args) -> int:
     service, op = _open(args)
     if args.action == "add":
-        client, key = service.add_client(op, args.name, tuple(args.source))
+        client, key = service.add_client(op, args.name, tuple(args.source), radius=args.radius,
+                                         radius_password=args.radius_password, radius_unsigned=args.radius_unsigned)
         where = " from " + ", ".join(map(str, client.sources)) if client.sources else " from any address"
         print(f"Added client {client.name}{where}. Its API key, shown this once (the store keeps a digest):",
               file=sys.stderr)  # fmt: skip
         print(key)
+        if client.radius:
+            print("Its RADIUS shared secret (`clients radius-secret NAME` shows it again):", file=sys.stderr)
+            print(service.radius_secret(op, client.name))
     elif args.action == "revoke":
         service.revoke_client(op, args.name)
         print(f"Revoked {args.name}: its key no longer works.")
+    elif args.action == "radius-secret":
+        print(service.radius_secret(op, args.name))
     else:
         rows = [{"name": c.name, "sources": [str(n) for n in c.sources], "created_at": _iso(c.created_at),
-                 "revoked_at": _iso(c.revoked_at) if c.revoked_at else None} for c in service.list_clients(op)]  # fmt: skip
+                 "revoked_at": _iso(c.revoked_at) if c.revoked_at else None,
+                 "radius": ("password+code" if c.radius_password else "code") + (", unsigned" if c.radius_unsigned else "")
+                 if c.radius else None} for c in service.list_clients(op)]  # fmt: skip
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
-            print(f"{'NAME':<24}  {'STATE':<8}  {'SINCE':<20}  SOURCES")
+            print(f"{'NAME':<24}  {'STATE':<8}  {'SINCE':<20}  {'RADIUS':<14}  SOURCES")
             for r in rows:
                 state, since = ("revoked", r["revoked_at"]) if r["revoked_at"] else ("active", r["created_at"])
-                print(f"{printable(r['name']):<24}  {state:<8}  {since:<20}  {' '.join(r['sources']) or 'any'}")
+                print(f"{printable(r['name']):<24}  {state:<8}  {since:<20}  {r['radius'] or '-':<14}  "
+                      f"{' '.join(r['sources']) or 'any'}")  # fmt: skip
     return EXIT_OK
 
 
@@ -640,11 +659,17 @@ def cmd_serve(args) -> int:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise Fail(f"cannot load the TLS certificate or key: {exc}", EXIT_USAGE) from exc
+    radius = None
+    if args.radius:
+        radius_host, _, radius_port = args.radius.rpartition(":")
+        if not radius_port.isdigit():
+            raise Fail(f"--radius wants [HOST:]PORT, not {printable(args.radius)}", EXIT_USAGE)
+        radius = ((radius_host or host or "127.0.0.1").strip("[]"), int(radius_port))
     service = _service(args)
     service.policy()  # a missing, damaged or unreachable store is said now, not at the first check
     try:
         serve(service, host=host.strip("[]"), port=int(port or 0), socket_path=args.socket, tls=tls,
-              limits=Limits(args.rate_client, args.rate_source))  # fmt: skip
+              limits=Limits(args.rate_client, args.rate_source), radius=radius)  # fmt: skip
     except OSError as exc:
         raise Fail(f"cannot listen on {printable(args.socket or args.listen)}: {exc.strerror or exc}", EXIT_USAGE) from exc
     finally:

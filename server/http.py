@@ -85,7 +85,8 @@ class Verifier:
         self.service, self.limits = service, limits
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
 
-    async def _store(self, call: Callable, *args):
+    async def run(self, call: Callable, *args):
+        """A store call, in the pool's threads (never on the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
 
     async def _client(self, request: web.Request) -> Client | web.Response:
@@ -98,7 +99,7 @@ class Verifier:
         if not key:
             return _error(401, "an API key is needed (Authorization: Bearer KEY); see `mfa-console clients add`",
                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
-        client = await self._store(self.service.client_for_key, key, source)
+        client = await self.run(self.service.client_for_key, key, source)
         if client is None:
             return _error(403, "this API key is not valid here", {"WWW-Authenticate": "Bearer"})
         wait = self.limits.wait("client", client.name)
@@ -116,7 +117,7 @@ class Verifier:
         user, code = params.get("user"), params.get("pass")
         if not isinstance(user, str) or not isinstance(code, str) or not user:
             return _error(400, "give 'user' and 'pass' (the code or a recovery code)")
-        result = await self._store(lambda: self.service.verify(user, code, actor=f"client:{client.name}"))
+        result = await self.run(lambda: self.service.verify(user, code, actor=f"client:{client.name}"))
         accepted = result.outcome is Outcome.OK
         if result.outcome is Outcome.NOT_ENROLLED:
             detail = "no code to check: the user has no active 2FA (see /validate/preauth)"
@@ -132,13 +133,13 @@ class Verifier:
         user = request.query.get("user", "")
         if not user:
             return _error(400, "give 'user'")
-        second = await self._store(self.service.second_factor, user)
+        second = await self.run(self.service.second_factor, user)
         messages = {"code": "a code is needed", "enroll": "the user must enroll first", "off": "2FA is off: no code"}
         return _answer(result={"status": True, "value": second}, detail={"message": messages[second]})
 
     async def health(self, request: web.Request) -> web.Response:
         try:
-            await self._store(self.service.policy)
+            await self.run(self.service.policy)
         except StoreError as exc:
             return web.json_response({"status": "unavailable", "message": str(exc)}, status=503)
         return web.json_response({"status": "ok"})
@@ -179,13 +180,19 @@ def make_app(verifier: Verifier) -> web.Application:
 
 
 def serve(service: Service, *, host: str, port: int, socket_path: str | None, tls: ssl.SSLContext | None,
-          limits: Limits) -> None:  # fmt: skip
-    """Runs until SIGTERM or SIGINT; says where it listens on stdout (one line), then serves."""
-    asyncio.run(_serve(service, host, port, socket_path, tls, limits))
+          limits: Limits, radius: tuple[str, int] | None = None) -> None:  # fmt: skip
+    """Runs until SIGTERM or SIGINT; says where it listens on stdout (a line each), then serves."""
+    asyncio.run(_serve(service, host, port, socket_path, tls, limits, radius))
 
 
-async def _serve(service, host, port, socket_path, tls, limits) -> None:
+async def _serve(service, host, port, socket_path, tls, limits, radius) -> None:
     verifier = Verifier(service, limits)
+    radius_server = None
+    if radius is not None:
+        from .radius import RadiusServer  # pyrad loads for --radius only
+
+        radius_server = RadiusServer(service, verifier.run, radius[1])
+        radius_port = await radius_server.start(radius[0])
     runner = web.AppRunner(make_app(verifier), handle_signals=False, access_log=None,
                            shutdown_timeout=SHUTDOWN_SECONDS)  # fmt: skip
     await runner.setup()
@@ -201,9 +208,13 @@ async def _serve(service, host, port, socket_path, tls, limits) -> None:
     scheme = "https" if tls else "http"
     where = socket_path or ":".join(map(str, site._server.sockets[0].getsockname()[:2]))
     print(f"listening on {scheme}://{where}", flush=True)
+    if radius_server is not None:
+        print(f"listening on radius://{radius[0]}:{radius_port}", flush=True)
     try:
         await stop.wait()
     finally:
+        if radius_server is not None:
+            await radius_server.stop()
         await runner.cleanup()  # stops listening, lets the checks under way finish
         verifier.close()
         print("stopped", file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from .errors import InvalidInput
 
+RADIUS_PASSWORD, RADIUS_UNSIGNED = "password", "unsigned"  # the words of clients.radius_options
 KEY_PREFIX = "mfak_"  # says what the string is, in a config file or a leak scanner's report
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,6 +28,9 @@ class Client:
     sources: tuple[Network, ...]  # empty: from anywhere
     created_at: datetime
     revoked_at: datetime | None = None
+    radius: bool = False  # has a RADIUS shared secret (kept sealed under the key file)
+    radius_password: bool = False  # its RADIUS User-Password is the user's password and code, not the code alone
+    radius_unsigned: bool = False  # its Access-Requests may lack a Message-Authenticator (older NASes)
 
     @property
     def active(self) -> bool:
@@ -69,12 +73,20 @@ def parse_sources(sources: list[str] | tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def new_radius_secret() -> str:
+    return secrets.token_urlsafe(24)  # 32 characters: RFC 2865 asks for at least 16
+
+
 def client_from_row(row: tuple) -> Client:
-    """(name, key_hash, sources, created_at, revoked_at) as the clients table holds them."""
-    name, _, sources, created_at, revoked_at = row
+    """A row of the clients table (store.sql's COLUMNS["clients"])."""
+    name, _, sources, created_at, revoked_at, radius_secret, radius_options = row
+    options = radius_options.split()
     return Client(
         name,
         parse_sources(sources.split()),
         datetime.fromtimestamp(created_at, UTC),
         None if revoked_at is None else datetime.fromtimestamp(revoked_at, UTC),
+        radius_secret is not None,
+        RADIUS_PASSWORD in options,
+        RADIUS_UNSIGNED in options,
     )

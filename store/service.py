@@ -33,7 +33,7 @@ from .errors import (
     StoreMissing,
     UnknownUser,
 )
-from .clients import Client, clean_client_name, client_from_row, key_hash, new_key, parse_sources
+from .clients import RADIUS_PASSWORD, RADIUS_UNSIGNED, Client, clean_client_name, client_from_row, key_hash, new_key, new_radius_secret, parse_sources
 from .gcpause import gc_paused
 from .lockout import locked_until
 from .models import (
@@ -498,17 +498,58 @@ class Service:
             return _user(replace(record, **changes), tx.policy, self._clock())
 
     # -- the verification service's clients ------------------------------------------------------
-    def add_client(self, actor: Session, name: str, sources: tuple[str, ...] = ()) -> tuple[Client, str]:
-        """A new client and its API key, which is shown this once and kept only as a digest."""
+    def add_client(self, actor: Session, name: str, sources: tuple[str, ...] = (), *, radius: bool = False,
+                   radius_password: bool = False, radius_unsigned: bool = False) -> tuple[Client, str]:  # fmt: skip
+        """A new client and its API key, which is shown this once and kept only as a digest. With
+        `radius`, also a RADIUS shared secret (sealed under the key file: the service needs it to
+        check packets; `radius_secret` shows it again), for requests from `sources` only;
+        `radius_password`: its User-Password is password and code; `radius_unsigned`: it may
+        send requests without a Message-Authenticator (NASes from before BlastRADIUS)."""
         self._require(actor, admin=True)
         name, networks = clean_client_name(name), parse_sources(sources)
+        radius = radius or radius_password or radius_unsigned
+        if radius and not networks:
+            raise InvalidInput("a RADIUS client needs --source: its shared secret is looked up by the sender's address")
         key, now = new_key(), self._clock()
+        sealed = self._secrets().encrypt(new_radius_secret(), f"client:{name}") if radius else None
+        options = " ".join(word for word, on in ((RADIUS_PASSWORD, radius_password), (RADIUS_UNSIGNED, radius_unsigned))
+                           if on)  # fmt: skip
         shown = " ".join(map(str, networks))
         with self._tx() as tx:
-            if not tx.w.add_client(name, key_hash(key), shown, now):
+            if not tx.w.add_client(name, key_hash(key), shown, now, sealed, options):
                 raise InvalidInput(f"a client named {name!r} exists (or did: names of revoked clients are not reused)")
-            tx.log(actor.actor, "client.add", None, "ok", f"{name}" + (f" from {shown}" if shown else ""))
-        return Client(name, networks, datetime.fromtimestamp(now, UTC)), key
+            detail = f"{name}" + (f" from {shown}" if shown else "") + (f" with RADIUS {options}".rstrip() if radius else "")
+            tx.log(actor.actor, "client.add", None, "ok", detail)
+        client = Client(name, networks, datetime.fromtimestamp(now, UTC), None, radius, radius_password, radius_unsigned)
+        return client, key
+
+    def radius_secret(self, actor: Session, name: str) -> str:
+        """A RADIUS client's shared secret, for the NAS's configuration (operators only)."""
+        self._require(actor, operator=True)
+        row = next((r for r in self.db.clients() if r[0] == name), None)
+        if row is None or row[5] is None:
+            raise InvalidInput(f"no RADIUS client {name!r} (see `mfa-console clients list`)")
+        return self._secrets().decrypt(row[5], f"client:{name}")
+
+    def radius_clients(self) -> list[tuple[Client, str]]:
+        """The active clients that speak RADIUS, each with its shared secret (for the service)."""
+        found = []
+        for row in self.db.clients():
+            client = self._client(row)
+            if client.active and client.radius:
+                found.append((client, self._secrets().decrypt(row[5], f"client:{client.name}")))
+        return found
+
+    def check_password_and_code(self, username: str, typed: str, *, actor: str) -> AuthResult:
+        """A RADIUS client's "password+code" (one field, as VPN clients send it): the user's
+        password followed by the code (6 digits) or a recovery code (xxxxx-xxxxx)."""
+        split = -11 if re.fullmatch(r".*[a-z2-9]{5}-[a-z2-9]{5}", typed) else -6
+        result = self.login(username, typed[:split])
+        if result.outcome is Outcome.CODE_REQUIRED:
+            result = self.login_code(result.session, typed[split:])
+        if result.session is not None:
+            self.logout(result.session)
+        return result
 
     def second_factor(self, username: str) -> str:
         """What a sign-in of `username` needs after the password: "code", "enroll" (Pending) or

@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -328,6 +329,38 @@ class Cli:
             return list(conn.iterdump())
         finally:
             conn.close()
+
+
+# -- the verification service, as a process -----------------------------------------------------
+@dataclass
+class Served:
+    url: str
+    proc: subprocess.Popen
+    radius_port: int | None = None
+
+    def stop(self) -> str:
+        """SIGTERM, as systemd stops it; its stderr."""
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        return err
+
+
+def start_service(paths: StorePaths, *options: str) -> Served:
+    """`mfa-console serve` on an ephemeral port of loopback, once it says where it listens."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "--db", str(paths.db), "--key", str(paths.key), "serve",
+                             "--listen", "127.0.0.1:0", *options], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    line = proc.stdout.readline()
+    assert line.startswith(("listening on http://", "listening on https://")), \
+        proc.stderr.read() if proc.poll() is not None else line  # fmt: skip
+    served = Served(line.split()[-1], proc)
+    if "--radius" in options:
+        line = proc.stdout.readline()
+        assert line.startswith("listening on radius://"), line
+        served.radius_port = int(line.rsplit(":", 1)[1])
+    return served
+
 
 
 # -- the dashboard, driven with Pilot -------------------------------------------------------------

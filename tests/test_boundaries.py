@@ -114,8 +114,9 @@ runs = [
     (["report", "--by", "team", "--csv"], ""),
     (["audit", "--json"], ""),
     (["migrate", "--to", str(folder / "copy.db")], ""),
-    (["clients", "add", "vpn", "--source", "10.0.0.0/8"], ""),
+    (["clients", "add", "vpn", "--source", "10.0.0.0/8", "--radius"], ""),
     (["clients", "list"], ""),
+    (["clients", "radius-secret", "vpn"], ""),
     (["clients", "revoke", "vpn"], ""),
     (["demo", "--no-dashboard", "--users", "3", "--db", str(folder / "demo.db")], ""),
 ]
@@ -137,7 +138,7 @@ def commands(parser, prefix=""):
     return found
 
 loaded = sorted({m.split(".")[0] for m in sys.modules if sys.modules[m] is not None} & {"textual", "rich", "psycopg",
-                                                                                      "aiohttp"})
+                                                                                      "aiohttp", "pyrad"})
 offered = [name for name in commands(build_parser()) if name != "serve"]  # it runs until stopped: tests/server
 print(json.dumps({"codes": codes, "offered": offered, "loaded": loaded}))
 """

@@ -40,7 +40,7 @@ COLUMNS = {
     "settings": ("id", "mode", "enabled", "issuer", "key_check", "created_at"),
     "users": (*USER_FIELDS[:-1], "rev"),
     "unknown_names": ("tag", "failures", "lock_count", "locked_until", "seen_at"),
-    "clients": ("name", "key_hash", "sources", "created_at", "revoked_at"),
+    "clients": ("name", "key_hash", "sources", "created_at", "revoked_at", "radius_secret", "radius_options"),
     "audit": ("id", "at", "actor", "action", "target", "outcome", "detail"),
 }
 _ORDER = {"settings": "id", "users": "key", "unknown_names": "tag", "clients": "name", "audit": "id"}
@@ -372,11 +372,13 @@ class Writer:
         self.execute(f"UPDATE settings SET {', '.join(f'{k} = :{k}' for k in values)} WHERE id = 1", values)
         self.changed(None)  # every user's status depends on the policy
 
-    def add_client(self, name: str, key_hash: str, sources: str, now: float) -> bool:
+    def add_client(self, name: str, key_hash: str, sources: str, now: float, radius_secret: str | None,
+                   radius_options: str) -> bool:  # fmt: skip
         """A new client; False if one of that name exists (revoked ones too: names are never reused)."""
         return self.execute(
-            "INSERT INTO clients (name, key_hash, sources, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
-            (name, key_hash, sources, now),
+            "INSERT INTO clients (name, key_hash, sources, created_at, radius_secret, radius_options) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            (name, key_hash, sources, now, radius_secret, radius_options),
         ).rowcount == 1
 
     def revoke_client(self, name: str, now: float) -> bool:

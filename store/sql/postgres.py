@@ -107,7 +107,9 @@ CREATE TABLE clients (
     key_hash TEXT NOT NULL UNIQUE,
     sources TEXT NOT NULL DEFAULT '',
     created_at DOUBLE PRECISION NOT NULL,
-    revoked_at DOUBLE PRECISION
+    revoked_at DOUBLE PRECISION,
+    radius_secret TEXT,
+    radius_options TEXT NOT NULL DEFAULT ''
 );
 """,
 }

@@ -92,7 +92,9 @@ CREATE TABLE clients (
     key_hash TEXT NOT NULL UNIQUE,
     sources TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    radius_secret TEXT,
+    radius_options TEXT NOT NULL DEFAULT ''
 ) STRICT;
 """,
 }

@@ -5,11 +5,7 @@ computes from the secret)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,31 +20,9 @@ import pytest
 from store.models import NewUser, PolicyMode, Role
 from store.paths import StorePaths
 from store.service import Service
-from tests.support import query, read_store
+from tests.support import Served, query, read_store, start_service
 
 ON_BOTH_ENGINES = True
-
-
-@dataclass
-class Served:
-    url: str
-    proc: subprocess.Popen
-
-    def stop(self) -> str:
-        """SIGTERM, as systemd stops it; its stderr."""
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=30)
-        return err
-
-
-def start(paths: StorePaths, *options: str) -> Served:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "--db", str(paths.db), "--key", str(paths.key), "serve",
-                             "--listen", "127.0.0.1:0", *options], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    line = proc.stdout.readline()
-    assert line.startswith("listening on http://"), proc.stderr.read() if proc.poll() is not None else line
-    return Served(line.split()[-1], proc)
 
 
 @dataclass
@@ -117,7 +91,7 @@ def setup(paths) -> Iterator[Setup]:
 
 @pytest.fixture
 def served(setup) -> Iterator[Served]:
-    served = start(setup.paths, "--rate-source", "1000", "--rate-client", "1000")
+    served = start_service(setup.paths, "--rate-source", "1000", "--rate-client", "1000")
     yield served
     served.stop()
 
@@ -201,7 +175,7 @@ def test_malformed_and_oversized_bodies_get_clear_errors_and_write_nothing(setup
 
 
 def test_rate_limits_answer_429_with_retry_after(setup):
-    served = start(setup.paths, "--rate-client", "2")
+    served = start_service(setup.paths, "--rate-client", "2")
     try:
         answers = [check(served, setup.keys["app"], "nobody.here", "123456") for _ in range(6)]
     finally:
@@ -227,11 +201,11 @@ def test_health(setup, served):
 
 def test_two_services_on_one_store_accept_a_code_once(setup):
     """Two nodes, one store (SQLite or PostgreSQL): the same code sent to both at once."""
-    nodes = [start(setup.paths, "--rate-source", "1000") for _ in range(2)]
+    nodes = [start_service(setup.paths, "--rate-source", "1000") for _ in range(2)]
     code, answers = now_code(setup.secrets["alice"]), []
     try:
-        threads = [threading.Thread(target=lambda n=n: answers.append(verdict(check(n, setup.keys["app"], "alice", code))))
-                   for n in nodes for _ in range(5)]  # fmt: skip
+        ask_node = lambda node: answers.append(verdict(check(node, setup.keys["app"], "alice", code)))  # noqa: E731
+        threads = [threading.Thread(target=ask_node, args=(n,)) for n in nodes for _ in range(5)]
         for t in threads:
             t.start()
         for t in threads:
@@ -243,7 +217,7 @@ def test_two_services_on_one_store_accept_a_code_once(setup):
 
 
 def test_sigterm_under_load_finishes_every_check_under_way(setup):
-    served = start(setup.paths, "--rate-source", "1000", "--rate-client", "1000")
+    served = start_service(setup.paths, "--rate-source", "1000", "--rate-client", "1000")
     results: list[int] = []
 
     def hammer() -> None:
@@ -263,3 +237,59 @@ def test_sigterm_under_load_finishes_every_check_under_way(setup):
     answered = sum(1 for status in results if status == 200)
     checked = [e for e in audit(setup.paths) if e[1] == "verify"]
     assert answered > 0 and len(checked) == answered  # every answered check recorded, none half-done
+
+
+def self_signed(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files (made with cryptography, as a CA would)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    key_file.chmod(0o600)
+    return str(cert_file), str(key_file)
+
+
+@pytest.mark.sqlite_only  # the transport, not the store
+def test_https_with_a_certificate_and_a_unix_socket(setup, tmp_path):
+    import http.client
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    served = start_service(setup.paths, "--tls-cert", cert, "--tls-key", key)
+    try:
+        assert served.url.startswith("https://")
+        trusted = ssl.create_default_context(cafile=cert)
+        host, port = served.url.removeprefix("https://").split(":")
+        conn = http.client.HTTPSConnection(host, int(port), context=trusted, timeout=30)
+        headers = {"Authorization": f"Bearer {setup.keys['app']}", "Content-Type": "application/x-www-form-urlencoded"}
+        conn.request("POST", "/validate/check", "user=alice&pass=" + now_code(setup.secrets["alice"]), headers)
+        assert json.loads(conn.getresponse().read())["result"]["authentication"] == "ACCEPT"
+    finally:
+        served.stop()
+
+    path = tmp_path / "verify.sock"
+    served = start_service(setup.paths, "--socket", str(path))
+    try:
+        assert served.url == f"http://{path}"
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.connect(str(path))
+            unix.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert unix.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        served.stop()
