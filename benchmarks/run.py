@@ -1,7 +1,9 @@
-"""Scale benchmark of the SQLite store: each figure beside its floor, measured in the same run.
+"""Scale benchmark of the store: each figure beside its floor, measured in the same run.
 
     python benchmarks/run.py                      # 10k and 100k users, 5 runs a figure
     python benchmarks/run.py --users 100000 --runs 3 --only verify,storm --json > figures.json
+    python benchmarks/run.py --users 100000 --runs 3 --only pg-verify,pg-storm,pg-durable \
+        --pg postgresql://postgres@127.0.0.1:5432/postgres
 
 Groups (`--only`), with the floor each figure is divided by (issue 9's "How fast"):
 
@@ -29,6 +31,13 @@ Groups (`--only`), with the floor each figure is divided by (issue 9's "How fast
   (floor: the store file's size). The same figures of the last revision with the JSON Lines
   store (`--before`, read with `git archive`, with a demo store of its own) are measured in the
   same runs, interleaved: "no worse than before" compares figures taken under the same load.
+- pg-verify, pg-storm, pg-durable (issue 11): verify, storm and durable on PostgreSQL, with
+  `--pg URL` (a server where the run may create a database; without it they are skipped, saying
+  so). Each size's store is the SQLite one copied by `store.migrate.migrate` into a database the
+  run creates (and drops), read with the same key file. The floors are the same: the verify floor
+  imports what a verify on PostgreSQL loads (psycopg among them, found in this run); durable's is
+  BEGIN; the bare UPDATE; COMMIT on a table of as many rows in that database, interleaved. The
+  server's fsync and synchronous_commit head the table: they decide what a commit costs.
 
 Every store lives in a temporary folder (0700), deleted afterwards. Users are enrolled in-process
 once per store, with codes an hour old, so that any code of now is new to them; each run uses
@@ -58,17 +67,22 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cli", "store", "tui")
 sys.path.insert(0, str(ROOT))
 
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
 import pyotp  # noqa: E402
 
 from store.demo import FIRST, LAST, TEAMS, build_demo  # noqa: E402
+from store.migrate import migrate  # noqa: E402
 from store.models import Outcome, Status  # noqa: E402
 from store.paths import StorePaths  # noqa: E402
 from store.service import Service  # noqa: E402
+from store.sql import is_url  # noqa: E402
 
 ADMIN, ADMIN_PASSWORD = "admin", "demo-admin"  # a demo login, enrolled by the benchmark
 STORM = 200  # concurrent verify processes
@@ -315,12 +329,19 @@ def bare_table(path: Path, rows: int) -> sqlite3.Connection:
     return conn
 
 
+def pg_server(url: str) -> dict[str, str]:
+    """What a commit costs on the server depends on: its version, durability and connection settings."""
+    with psycopg.connect(url) as conn:
+        return {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                for name in ("server_version", "fsync", "synchronous_commit", "max_connections")}
+
+
 # -- processes ---------------------------------------------------------------------------------
 class Verifies:
     """Starts `mfa-console verify` as pam_exec does, and the floor process beside it."""
 
-    def __init__(self, work: Path, folder: Path, env: dict[str, str], discover: list[str] | None):
-        self.paths = _paths(work)
+    def __init__(self, paths: StorePaths, folder: Path, env: dict[str, str], discover: list[str] | None):
+        self.paths = paths
         self.discover = discover  # [user, secret]: the right code its modules are found with; None: no floor
         self.env = {**env, "MFA_CONSOLE_DB": str(self.paths.db), "MFA_CONSOLE_KEY": str(self.paths.key)}
         self.command = [*_console_script(), "verify", "-q"]
@@ -425,7 +446,7 @@ def verify_runs(v: Verifies, pool: list[list[str]], runs: int) -> dict:
 def verify_across(stores: dict[int, tuple[Path, Path, list]], env: dict[str, str], runs: int) -> dict[int, list]:
     """`mfa-console verify` on each store size in turn within each run (the order alternating), so
     that the machine's load, which changes over minutes, weighs on every size alike."""
-    vs = {users: Verifies(work, folder, env, None) for users, (work, folder, _) in stores.items()}
+    vs = {users: Verifies(_paths(work), folder, env, None) for users, (work, folder, _) in stores.items()}
     out: dict[int, list] = {users: [] for users in stores}
     try:
         for users, (_, _, pool) in stores.items():
@@ -501,7 +522,9 @@ def _reasons(paths: StorePaths, users: list[str]) -> list[str]:
 
 
 # -- workers: one fresh process for each group of in-process figures -----------------------------
-def worker(name: str, folder: Path, runs: int) -> dict:
+def worker(name: str, folder: Path, runs: int, pg: str | None) -> dict:
+    if name == "pg-durable":
+        return _work_pg_durable(folder, runs, pg)
     return {"durable": _work_durable, "import": _work_import, "enumeration": _work_enumeration}[name](folder, runs)
 
 
@@ -510,22 +533,50 @@ def _pools(work: Path) -> dict[str, list]:
 
 
 def _work_durable(work: Path, runs: int) -> dict:
-    pool = _pools(work)["durable"]
     users = _user_count(work)
     floor = bare_table(work / "floor.db", users)
-    service = Service(_paths(work))
-    op = service.operator("bench")
-    out: dict[str, list[float]] = {"accept": [], "reset": [], "floor": []}
-    key = 0
 
-    def bare() -> float:
-        nonlocal key
-        key += 1
+    def bare(n: int) -> float:
         started = time.perf_counter()
         floor.execute("BEGIN IMMEDIATE")
-        floor.execute("UPDATE t SET step = ? WHERE key = ? AND step < ?", (key, f"user.{key * 7919 % users:06d}", key))
+        floor.execute("UPDATE t SET step = ? WHERE key = ? AND step < ?", (n, f"user.{n * 7919 % users:06d}", n))
         floor.execute("COMMIT")
         return time.perf_counter() - started
+
+    try:
+        return _durable(Service(_paths(work)), _pools(work)["durable"], runs, bare)
+    finally:
+        floor.close()
+
+
+def _work_pg_durable(work: Path, runs: int, url: str) -> dict:
+    """As _work_durable, on the store's copy at `url`; the floor's table in a schema of its own there."""
+    floor = psycopg.connect(url, autocommit=True)
+    users = floor.execute("SELECT count(*) FROM users").fetchone()[0]
+    floor.execute("CREATE SCHEMA bench_floor")
+    floor.execute("CREATE TABLE bench_floor.t (key TEXT PRIMARY KEY, step BIGINT NOT NULL)")
+    floor.execute("INSERT INTO bench_floor.t SELECT 'user.' || lpad(i::text, 6, '0'), 0 FROM generate_series(0, %s) i",
+                  (users - 1,))
+    floor.execute("VACUUM ANALYZE bench_floor.t")
+
+    def bare(n: int) -> float:
+        started = time.perf_counter()
+        floor.execute("BEGIN")
+        floor.execute("UPDATE bench_floor.t SET step = %s WHERE key = %s AND step < %s",
+                      (n, f"user.{n * 7919 % users:06d}", n))
+        floor.execute("COMMIT")
+        return time.perf_counter() - started
+
+    try:
+        return _durable(Service(StorePaths(url, work / "store.key")), _pools(work)["durable"], runs, bare)
+    finally:
+        floor.close()
+
+
+def _durable(service: Service, pool: list[list[str]], runs: int, bare: Callable[[int], float]) -> dict:
+    """A code accepted and a reset for each user of `pool`, interleaved with `bare(n)`, the floor's n-th change."""
+    op = service.operator("bench")
+    out: dict[str, list[float]] = {"accept": [], "reset": [], "floor": []}
 
     def accept(user: str, secret: str) -> float:
         code = pyotp.TOTP(secret).now()
@@ -541,13 +592,12 @@ def _work_durable(work: Path, runs: int) -> dict:
         return time.perf_counter() - started
 
     user, secret = pool[0]
-    accept(user, secret), reset(user), bare()  # warm: the key loaded, statements prepared
-    for user, secret in pool[1 : 1 + runs * DURABLE_EACH]:
-        out["floor"].append(bare())
+    accept(user, secret), reset(user), bare(1)  # warm: the key loaded, statements prepared
+    for n, (user, secret) in enumerate(pool[1 : 1 + runs * DURABLE_EACH], start=2):
+        out["floor"].append(bare(n))
         out["accept"].append(accept(user, secret))
         out["reset"].append(reset(user))
     service.close()
-    floor.close()
     return out
 
 
@@ -642,9 +692,9 @@ def _work_enumeration(work: Path, runs: int) -> dict:
     return out
 
 
-def run_worker(name: str, folder: Path, runs: int) -> dict:
+def run_worker(name: str, folder: Path, runs: int, pg: str | None = None) -> dict:
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", name, str(folder), "--runs",
-                           str(runs)], cwd=ROOT, capture_output=True, timeout=3600)
+                           str(runs), *(["--pg", pg] if pg else [])], cwd=ROOT, capture_output=True, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed:\n{proc.stderr.decode()}")
     return json.loads(proc.stdout)
@@ -855,19 +905,21 @@ def _dashboard_run(tmux: Tmux, side: Side, env: dict[str, str], haystacks: list[
 
 
 # -- main --------------------------------------------------------------------------------------
-GROUPS = ("verify", "storm", "durable", "import", "enumeration", "dashboard")
+PG_GROUPS = {"pg-verify", "pg-storm", "pg-durable"}
+GROUPS = ("verify", "storm", "durable", "import", "enumeration", "dashboard", *sorted(PG_GROUPS))
 
 
 def measure(users: int, runs: int, groups: set[str], figures: Figures, base: Path, env: dict[str, str],
-            before: str | None) -> dict:
+            before: str | None, pg: str | None) -> dict:
     folder = _mkdir(base / f"u{users}")
     pristine, work = folder / "pristine", folder / "work"
     pools = {
-        "discover": 1 if groups & {"verify", "storm"} else 0,
-        "verify": WARMUP + runs if "verify" in groups else 0,
+        # PostgreSQL's copy is of the pristine store: its users are new to it too.
+        "discover": 1 if groups & {"verify", "storm", "pg-verify", "pg-storm"} else 0,
+        "verify": WARMUP + runs if groups & {"verify", "pg-verify"} else 0,
         "across": WARMUP + runs if "verify" in groups else 0,  # the sizes compared, once all are built
-        "storm": 1 + STORM * runs if "storm" in groups else 0,
-        "durable": 1 + DURABLE_EACH * runs if "durable" in groups else 0,
+        "storm": 1 + STORM * runs if groups & {"storm", "pg-storm"} else 0,
+        "durable": 1 + DURABLE_EACH * runs if groups & {"durable", "pg-durable"} else 0,
         "enum": ENUM_POOL + 1 if "enumeration" in groups else 0,
     }
     _say(f"{users:,} users: building the store, enrolling {sum(pools.values()) + 1:,} users ...")
@@ -880,51 +932,17 @@ def measure(users: int, runs: int, groups: set[str], figures: Figures, base: Pat
     (work / "pools.json").write_text(json.dumps(enrolled))
     found: dict = {}
     if groups & {"verify", "storm"}:
-        v = Verifies(work, folder, env, enrolled["discover"][0])
+        v = Verifies(_paths(work), folder, env, enrolled["discover"][0])
         try:
-            if "verify" in groups:
-                d = verify_runs(v, enrolled["verify"], runs)
-                found["across"] = (work, folder, enrolled["across"])  # kept until every size is measured
-                figures.add("`mfa-console verify` process, right code", users, d["ours"], d["floor"],
-                            target="ratio ≤ 1.25", max_ratio=1.25,
-                            note=f"floor: a Python process importing the {len(v.modules)} modules a verify loads "
-                                 "(found in this run), doing nothing; both started as pam_exec does")
-                figures.add("`mfa-console verify` vs bare imports (FACTS.md's floor)", users, d["ours"], d["bare"],
-                            note="floor: a Python process importing only hashlib, hmac, sqlite3, pyotp, AESGCM and "
-                                 "HKDF: what checking a code needs at the least (no target; shows the imports' cost)")
-            if "storm" in groups:
-                d = storm_runs(v, enrolled["storm"], runs)
-                figures.add(f"login storm: {STORM} concurrent verify, wall", users, d["wall"], d["floor"],
-                            target="ratio ≤ 1.5", max_ratio=1.5,
-                            note=f"floor: {STORM} × the floor process's time (median of 3, each run) ÷ {CORES} cores")
-                figures.add(f"login storm: {STORM} floor processes at once, wall", users, d["floor_wall"], d["floor"],
-                            note="the same storm of floor processes: how far the machine itself is from the formula")
-                figures.add("login storm: latency p50", users, d["p50"], d["floor_p50"],
-                            note="each process from its start to its exit; floor: the floor processes' storm")
-                figures.add("login storm: latency p99", users, d["p99"], d["floor_p99"])
-                reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(d["reasons"].items())) or "none"
-                figures.add("login storm: answers not accepted (exit ≠ 0)", users, [d["wrong"]], unit="count",
-                            target="0", max_value=0,
-                            note=f"of {d['answers']:,} verify processes, every exit code checked; {d['late']} of the "
-                                 f"refused exited after their code's window (its step ± 1) had passed; the audit "
-                                 f"log's reasons: {reasons}")
-                figures.add("login storm: CPU time of the 200 verify (user + sys)", users, d["cpu"], d["floor_cpu"],
-                            note=f"floor: {STORM} × one floor process's CPU time, started alone")
-                figures.add("login storm: CPU time of the 200 floor processes", users, d["floor_storm_cpu"],
-                            d["floor_cpu"])
-                figures.add("login storm: CPUs the storm got (CPU time ÷ wall)", users,
-                            [c / w for c, w in zip(d["cpu"], d["wall"])], unit="x",
-                            note=f"of {CORES}: the rest went to other processes on the machine")
+            process_figures(figures, users, runs, v, enrolled, groups)
         finally:
             v.close()
+        if "verify" in groups:
+            found["across"] = (work, folder, enrolled["across"])  # kept until every size is measured
     if "durable" in groups:
-        d = run_worker("durable", work, runs)
-        note = ("floor: BEGIN IMMEDIATE; UPDATE t SET step = ? WHERE key = ? AND step < ?; COMMIT on a bare "
-                f"{users:,}-row table (WAL, synchronous=FULL) in the same folder, interleaved")
-        figures.add("durable change: a code accepted (Service.verify)", users, d["accept"], d["floor"],
-                    target="ratio ≤ 5", max_ratio=5, note=note)
-        figures.add("durable change: Service.reset_2fa", users, d["reset"], d["floor"], target="ratio ≤ 5",
-                    max_ratio=5)
+        durable_figures(figures, users, run_worker("durable", work, runs),
+                        "floor: BEGIN IMMEDIATE; UPDATE t SET step = ? WHERE key = ? AND step < ?; COMMIT on a bare "
+                        f"{users:,}-row table (WAL, synchronous=FULL) in the same folder, interleaved")
     if "enumeration" in groups:
         d = run_worker("enumeration", work, runs)
         w = d["wrong"]
@@ -980,9 +998,93 @@ def measure(users: int, runs: int, groups: set[str], figures: Figures, base: Pat
         if old:
             figures.add("dashboard: peak memory, ours vs before", users, ours["peak"], old["peak"], unit="MB",
                         target="≤ before", max_ratio=1.0)
+    if groups & PG_GROUPS:
+        measure_pg(users, runs, {g.removeprefix("pg-") for g in groups & PG_GROUPS}, figures, folder, work, pristine,
+                   enrolled, env, pg)
     if "across" not in found:
         shutil.rmtree(folder, ignore_errors=True)
     return found
+
+
+def measure_pg(users: int, runs: int, groups: set[str], figures: Figures, folder: Path, work: Path, pristine: Path,
+               enrolled: dict[str, list], env: dict[str, str], server: str) -> None:
+    """The figures of `groups` (verify, storm, durable) on a copy of the pristine store, in a
+    database of its own on `server`, dropped afterwards."""
+    name = f"mfa_bench_{os.getpid()}_{users}"
+    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    admin = psycopg.connect(server, autocommit=True)
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        _say(f"  copying the store to PostgreSQL ({name}) ...")
+        source = Service(_paths(pristine))
+        started = time.perf_counter()
+        migrate(source, url, actor="bench")
+        figures.add("PostgreSQL: store copied (once)", users, [time.perf_counter() - started],
+                    note="store.migrate.migrate: every table in one transaction, then compared user by user")
+        source.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")  # as autovacuum leaves a store in use, and not during the runs
+        if groups & {"verify", "storm"}:
+            v = Verifies(StorePaths(url, work / "store.key"), _mkdir(folder / "pg"), env, enrolled["discover"][0])
+            try:
+                process_figures(figures, users, runs, v, enrolled, groups, engine="PostgreSQL")
+            finally:
+                v.close()
+        if "durable" in groups:
+            durable_figures(figures, users, run_worker("pg-durable", work, runs, url),
+                            "floor: BEGIN; UPDATE t SET step = %s WHERE key = %s AND step < %s; COMMIT on a bare "
+                            f"{users:,}-row table in the same database (psycopg, one connection), interleaved",
+                            engine="PostgreSQL", max_ratio=3)
+    finally:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def process_figures(figures: Figures, users: int, runs: int, v: Verifies, enrolled: dict[str, list],
+                    groups: set[str], engine: str = "") -> None:
+    """The verify and storm figures (those in `groups`) of the store `v` starts verify on."""
+    on = f"{engine}: " if engine else ""
+    if "verify" in groups:
+        d = verify_runs(v, enrolled["verify"], runs)
+        figures.add(f"{on}`mfa-console verify` process, right code", users, d["ours"], d["floor"],
+                    target="ratio ≤ 1.25", max_ratio=1.25,
+                    note=f"floor: a Python process importing the {len(v.modules)} modules a verify loads "
+                         "(found in this run), doing nothing; both started as pam_exec does")
+        figures.add(f"{on}`mfa-console verify` vs bare imports (FACTS.md's floor)", users, d["ours"], d["bare"],
+                    note="floor: a Python process importing only hashlib, hmac, sqlite3, pyotp, AESGCM and "
+                         "HKDF: what checking a code needs at the least (no target; shows the imports' cost; "
+                         "on PostgreSQL, psycopg's too)")
+    if "storm" in groups:
+        d = storm_runs(v, enrolled["storm"], runs)
+        figures.add(f"{on}login storm: {STORM} concurrent verify, wall", users, d["wall"], d["floor"],
+                    target="ratio ≤ 1.5", max_ratio=1.5,
+                    note=f"floor: {STORM} × the floor process's time (median of 3, each run) ÷ {CORES} cores")
+        figures.add(f"{on}login storm: {STORM} floor processes at once, wall", users, d["floor_wall"], d["floor"],
+                    note="the same storm of floor processes: how far the machine itself is from the formula")
+        figures.add(f"{on}login storm: latency p50", users, d["p50"], d["floor_p50"],
+                    note="each process from its start to its exit; floor: the floor processes' storm")
+        figures.add(f"{on}login storm: latency p99", users, d["p99"], d["floor_p99"])
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(d["reasons"].items())) or "none"
+        figures.add(f"{on}login storm: answers not accepted (exit ≠ 0)", users, [d["wrong"]], unit="count",
+                    target="0", max_value=0,
+                    note=f"of {d['answers']:,} verify processes, every exit code checked; {d['late']} of the "
+                         f"refused exited after their code's window (its step ± 1) had passed; the audit "
+                         f"log's reasons: {reasons}")
+        figures.add(f"{on}login storm: CPU time of the 200 verify (user + sys)", users, d["cpu"], d["floor_cpu"],
+                    note=f"floor: {STORM} × one floor process's CPU time, started alone")
+        figures.add(f"{on}login storm: CPU time of the 200 floor processes", users, d["floor_storm_cpu"],
+                    d["floor_cpu"])
+        figures.add(f"{on}login storm: CPUs the storm got (CPU time ÷ wall)", users,
+                    [c / w for c, w in zip(d["cpu"], d["wall"])], unit="x",
+                    note=f"of {CORES}: the rest went to other processes on the machine")
+
+
+def durable_figures(figures: Figures, users: int, d: dict, note: str, engine: str = "", max_ratio: float = 5) -> None:
+    on = f"{engine}: " if engine else ""
+    figures.add(f"{on}durable change: a code accepted (Service.verify)", users, d["accept"], d["floor"],
+                target=f"ratio ≤ {max_ratio}", max_ratio=max_ratio, note=note)
+    figures.add(f"{on}durable change: Service.reset_2fa", users, d["reset"], d["floor"],
+                target=f"ratio ≤ {max_ratio}", max_ratio=max_ratio)
 
 
 def main() -> int:
@@ -994,16 +1096,25 @@ def main() -> int:
     p.add_argument("--before", default="auto", metavar="REV",
                    help="the revision the dashboard figures are compared with, measured in the same runs (default: "
                         "the last one with the JSON Lines store; 'none': the README's figures instead)")
+    p.add_argument("--pg", metavar="URL",
+                   help="a PostgreSQL server (libpq URL) where the run may create and drop databases of its own: "
+                        "the pg-* figures, skipped without it")
     p.add_argument("--worker", nargs=1, metavar="NAME", help=argparse.SUPPRESS)
     p.add_argument("folder", nargs="?", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], Path(args.folder), args.runs)))
+        print(json.dumps(worker(args.worker[0], Path(args.folder), args.runs, args.pg)))
         return 0
     groups = set(args.only.split(","))
     unknown = groups - set(GROUPS)
     if unknown:
         p.error(f"unknown groups: {', '.join(sorted(unknown))}")
+    if args.pg and not is_url(args.pg):
+        p.error(f"--pg takes a postgresql:// URL, not {args.pg!r}")
+    server = pg_server(args.pg) if args.pg and groups & PG_GROUPS else None
+    if groups & PG_GROUPS and not server:
+        _say(f"PostgreSQL figures ({', '.join(sorted(groups & PG_GROUPS))}) skipped: no --pg URL")
+        groups -= PG_GROUPS
     if "dashboard" in groups and not shutil.which("tmux"):
         p.error("the dashboard figures need tmux (apt-get install tmux), or leave them out with --only")
     sizes = [int(u) for u in args.users.split(",")]
@@ -1017,7 +1128,7 @@ def main() -> int:
     stores: dict[int, tuple[Path, Path, list]] = {}
     try:
         for users in sizes:
-            found = measure(users, args.runs, groups, figures, base, env, before)
+            found = measure(users, args.runs, groups, figures, base, env, before, args.pg)
             if "across" in found:
                 stores[users] = found["across"]
         if len(stores) >= 2:
@@ -1032,10 +1143,12 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     table = figures.table()
     header = f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {CORES} cores, {args.runs} runs"
+    if server:
+        header += ", PostgreSQL " + ", ".join(f"{k}={v}" if k != "server_version" else v for k, v in server.items())
     if args.json:
         print(header, table, sep="\n", file=sys.stderr)
-        print(json.dumps({"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version, "cpus": CORES,
-                          "runs": args.runs, "figures": figures.rows}, indent=2))
+        print(json.dumps({"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version, "postgresql": server,
+                          "cpus": CORES, "runs": args.runs, "figures": figures.rows}, indent=2))
     else:
         print(header, table, sep="\n")
     return 0

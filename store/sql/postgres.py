@@ -333,8 +333,7 @@ class PostgresDatabase(Database):
         writer = PostgresWriter(self)
         try:
             yield writer
-            writer.announce()
-            conn.execute("COMMIT")
+            conn.execute(writer.commit())
         except BaseException:
             if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
                 conn.execute("ROLLBACK")
@@ -383,13 +382,15 @@ class PostgresWriter(Writer):
         else:
             self.keys.add(key)
 
-    def announce(self) -> None:
-        """NOTIFY the users changed: delivered to listeners when, and only if, the transaction commits."""
+    def commit(self) -> sql.Composable:
+        """COMMIT, after a NOTIFY of the users changed (delivered to listeners when, and only if, the
+        transaction commits). Without parameters, both go in one round trip (a simple query)."""
         payload = " ".join(sorted(self.keys))
         if self.everyone or len(payload.encode()) > _PAYLOAD_MAX:
             payload = _EVERYONE
-        if payload:
-            self.execute("SELECT pg_notify(?, ?)", (self._db.channel, payload))
+        if not payload:
+            return sql.SQL("COMMIT")
+        return sql.SQL("NOTIFY {}, {}; COMMIT").format(sql.Identifier(self._db.channel), sql.Literal(payload))
 
     def active_admins(self) -> set[str]:
         # Serializes the changes that count administrators: each sees the last one's commit.
