@@ -74,22 +74,20 @@ def test_a_server_that_is_not_there_fails_verify_closed_in_one_line(tmp_path):
     assert proc.stderr.count("\n") == 1
 
 
-@pytest.mark.heavy
-def test_a_server_that_never_answers_fails_verify_closed_within_the_bound(tmp_path):
+def test_a_server_that_never_answers_fails_verify_closed_within_its_timeout(tmp_path):
     """A host that takes the connection and says nothing (a hung server, a broken proxy), with a
-    URL that allows a minute to connect: verify still ends within its own bound."""
-    from cli.main import VERIFY_SECONDS
-
+    URL that allows a minute to connect: verify still ends at its --timeout, in one line."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # the kernel completes the handshake; nobody ever answers
         url = f"postgresql://mfa@127.0.0.1:{silent.getsockname()[1]}/directory?connect_timeout=60"
         started = time.monotonic()
-        proc = cli(StorePaths(db=url, key=tmp_path / "store.key"), "verify", "alice", stdin="123456\n")
+        proc = cli(StorePaths(db=url, key=tmp_path / "store.key"), "verify", "alice", "--timeout", "3",
+                   stdin="123456\n")  # fmt: skip
         took = time.monotonic() - started
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert f"did not answer within {VERIFY_SECONDS} s" in proc.stderr
-    assert VERIFY_SECONDS <= took < VERIFY_SECONDS + 5
+    assert "did not answer within 3 s" in proc.stderr
+    assert 3 <= took < 3 + 10
 
 
 def test_a_connection_cut_mid_change_leaves_nothing_and_the_next_call_reconnects(service, paths, op, clock):
