@@ -20,11 +20,12 @@ MAIN_ACTIONS = (
     ("Deactivate or reactivate selected user", "They can no longer sign in, or can again (d)", "deactivate", None),
     ("Import users from CSV", "All rows or none (i)", "import_csv", None),
     ("Export users", "What the grid shows, as CSV or JSON (x)", "export", None),
+    ("Revoke selected service client", "Its API key stops working at once; asks first (r)", "revoke_client", None),
     ("Chart over 30 or 90 days", "The Rollout tab's chart (t)", "toggle_span", "rollout-tab"),
     ("Export who to chase", "The selected team's Pending users, as CSV (x)", "export_chase", "rollout-tab"),
     ("Show Rollout", "Tab 1: by team, over time, who to chase", "show_tab('rollout-tab')", None),
     ("Show Users", "Tab 2: every user, search, filters and actions", "show_tab('users-tab')", None),
-    ("Show Security", "Tab 3: the 2FA policy", "show_tab('security-tab')", None),
+    ("Show Security", "Tab 3: the 2FA policy, the verification service's clients", "show_tab('security-tab')", None),
     ("Show Audit", "Tab 4: the audit log", "show_tab('audit-tab')", None),
 )
 

@@ -11,10 +11,12 @@ from textual.widgets import Checkbox, Input
 
 from store.errors import PermissionDenied, StoreError
 from store.models import NewUser, Role, Status
+from store.paths import StorePaths, resolve
 from store.service import Service
 from tests.support import (
     activate,
     code,
+    connect,
     damage_table,
     make_app,
     make_optional,
@@ -29,8 +31,9 @@ from tui.commands import MainScreenCommands
 from tui.screens.agent import AgentScreen
 from tui.screens.common import ConfirmDialog, ErrorScreen
 from tui.screens.login import FirstRunScreen, LoginScreen
-from tui.screens.main import MainScreen
+from tui.screens.main import MainScreen, add_client_command
 from tui.screens.wizard import EnrollmentWizard
+from tui.widgets.security import SecurityView
 from tui.widgets.user_grid import UserGrid
 
 SIZE = (80, 24)
@@ -566,3 +569,193 @@ async def test_a_sort_from_the_first_row_shows_the_new_first_rows(paths, service
         await pilot.press("S")
         await settle(pilot)
         assert grid.selected.username == chosen
+
+
+# -- the Security tab's service clients ----------------------------------------------------------
+def add_clients(service: Service, clock) -> None:
+    """vpn1 bound to a network, web from anywhere, old revoked an hour later."""
+    op = service.operator("tester")
+    service.add_client(op, "vpn1", ("10.0.0.0/8", "192.168.10.0/24"))
+    service.add_client(op, "web", ())
+    service.add_client(op, "old", ("203.0.113.7",))
+    clock.advance(3600)
+    service.revoke_client(op, "old")
+
+
+def client_states(service: Service) -> dict[str, bool]:
+    return {c.name: c.active for c in service.list_clients(service.operator("tester"))}
+
+
+async def test_the_security_tab_lists_the_service_clients(paths, service, clock):
+    add_clients(service, clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        view = pilot.app.screen.query_one(SecurityView)
+        assert [c.name for c in view.clients_table.rows] == ["vpn1", "web", "old"]  # active first
+        await pilot.press("tab")  # from the view (the box is locked by the plan) to the list, scrolled into view
+        await settle(pilot)
+        assert pilot.app.screen.focused is view.clients_table
+        text = screen_text(pilot.app)
+        assert "Service clients" in text and "2 active, 1 revoked" in text
+        rows = {line.split()[0]: line for line in text.splitlines() if line.split()[:1] in (["vpn1"], ["web"], ["old"])}
+        assert "active since 2026-11-30" in rows["vpn1"] and "10.0.0.0/8" in rows["vpn1"]
+        assert "active since 2026-11-30" in rows["web"] and rows["web"].rstrip().endswith("any")
+        assert "revoked 2026-11-30" in rows["old"] and "203.0.113.7/32" in rows["old"]
+        # The selected client whole (its sources may be cut in the table), and how to add one.
+        assert "vpn1: active, added 2026-11-30 00:53 UTC; its key is accepted from 10.0.0.0/8, 192.168.10.0/24." \
+            in " ".join(text.split())
+        view.scroll_end(animate=False)
+        await settle(pilot)
+        words = " ".join(screen_text(pilot.app).split())
+        assert "Clients are added on the command line" in words and "clients add NAME [--source CIDR]..." in words
+        assert "r revokes the selected client (it asks first)." in words
+
+
+async def test_no_clients_says_how_to_add_one(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        view = pilot.app.screen.query_one(SecurityView)
+        view.scroll_end(animate=False)
+        await settle(pilot)
+        text = " ".join(screen_text(pilot.app).split())
+        assert "No clients yet" in text and "mfa-console --db" in text and "clients add NAME" in text
+        assert not view.clients_table.display
+        # Not the default store: the command names it, as `mfa-console` alone would open another.
+        assert view.add_command == f"mfa-console --db {paths.db} clients add NAME [--source CIDR]..."
+        await pilot.press("r")  # nothing to revoke: said, not asked
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmDialog)
+
+
+def test_the_command_to_add_a_client_names_the_store_only_when_needed(tmp_path):
+    assert add_client_command(resolve()) == "mfa-console clients add NAME [--source CIDR]..."
+    elsewhere = StorePaths(tmp_path / "my store.db", tmp_path / "keys" / "store.key")
+    assert add_client_command(elsewhere) == (
+        f"mfa-console --db '{tmp_path}/my store.db' --key {tmp_path}/keys/store.key clients add NAME [--source CIDR]..."
+    )
+    url = StorePaths("postgresql://mfa:secret@db.example/mfa", resolve().key)  # the password is not shown
+    assert add_client_command(url) == (
+        "mfa-console --db postgresql://mfa@db.example/mfa clients add NAME [--source CIDR]..."
+    )
+
+
+async def test_a_client_added_elsewhere_appears(paths, service, clock):
+    """The command line, maybe on another host, adds clients: no user changes, yet the tab shows it."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        view = pilot.app.screen.query_one(SecurityView)
+        assert view.clients == ()
+        other = Service(paths, clock=clock)
+        other.add_client(other.operator("tester"), "radius", ("fd00::/8",))
+        other.close()
+        for _ in range(100):  # the poll runs every 0.1 s here; bounded wait for it
+            await pilot.pause(0.05)
+            if view.clients:
+                break
+        assert [c.name for c in view.clients] == ["radius"]
+
+
+async def test_admin_revokes_a_client_after_confirming(paths, service, clock):
+    add_clients(service, clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        screen = pilot.app.screen
+        view = screen.query_one(SecurityView)
+        assert "Revoke client" in screen_text(pilot.app).splitlines()[-1]  # the footer
+        view.clients_table.cursor = 1  # web
+        await pilot.press("r")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        assert "Revoke the service client web (from any address)?" in screen_text(pilot.app)
+        await pilot.press("escape")  # cancelled: nothing changes
+        await settle(pilot)
+        assert client_states(service)["web"]
+        await pilot.press("r")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        await pilot.press("tab", "enter")  # from Cancel to the confirm button
+        await settle(pilot)
+        assert client_states(service) == {"vpn1": True, "web": False, "old": False}
+        for _ in range(100):
+            if [c.name for c in view.clients if not c.active] == ["old", "web"]:
+                break
+            await pilot.pause(0.05)
+        assert "1 active, 2 revoked" in screen_text(pilot.app)
+        assert view.selected_client.name == "web"  # the cursor stays on it, now among the revoked
+        await pilot.press("r")  # revoked already: said, not asked
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmDialog)
+
+
+async def test_supervisor_sees_the_clients_but_cannot_revoke_one(paths, service, clock):
+    make_optional(service, enabled=False)
+    add_clients(service, clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "sam", "sam-password")
+        screen = pilot.app.screen
+        assert isinstance(screen, MainScreen)
+        await pilot.press("3")
+        await settle(pilot)
+        view = screen.query_one(SecurityView)
+        assert [c.name for c in view.clients_table.rows] == ["vpn1", "web", "old"]
+        view.scroll_end(animate=False)
+        await settle(pilot)
+        text = screen_text(pilot.app)
+        assert "Administrators can revoke a client here" in text
+        assert "Revoke" not in text.splitlines()[-1]  # the footer
+        assert screen.check_action("revoke_client", ()) is False
+        titles = [title for title, _, _ in MainScreenCommands(screen)._allowed()]
+        assert not any(t.startswith("Revoke") for t in titles)
+        await pilot.press("r")  # bound key, hidden and refused: nothing happens
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmDialog)
+        with pytest.raises(PermissionDenied):
+            pilot.app.service.revoke_client(screen.session, "vpn1")
+        assert client_states(service)["vpn1"]
+
+
+async def test_a_client_name_from_the_store_shows_as_plain_text(paths, service, clock):
+    """Names are checked when added, but a store edited by hand gets no such check: markup and
+    escape sequences in one show as text, never styled, never sent to the terminal."""
+    add_clients(service, clock)
+    db = connect(paths.db)
+    db.execute("UPDATE clients SET name = ? WHERE name = 'web'", ("[red]web[/red]\x1b[2J",))
+    db.close()
+    async with make_app(paths, clock).run_test(size=(120, 40)) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        view = pilot.app.screen.query_one(SecurityView)
+        view.clients_table.cursor = [c.name for c in view.clients_table.rows].index("[red]web[/red]\x1b[2J")
+        await settle(pilot)
+        text = screen_text(pilot.app)
+        assert "[red]web[/red]?[2J" in text and "\x1b" not in text
+        await pilot.press("r")
+        await settle(pilot)
+        assert "Revoke the service client [red]web[/red]?[2J" in screen_text(pilot.app)
+
+
+async def test_back_on_the_security_tab_the_box_shows(paths, service, clock):
+    """Left scrolled down to the clients, the tab opens again at its top, where the focus lands."""
+    make_optional(service)
+    add_clients(service, clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("3")
+        await settle(pilot)
+        view = pilot.app.screen.query_one(SecurityView)
+        view.clients_table.focus()
+        await settle(pilot)
+        assert "Enable 2FA" not in screen_text(pilot.app)  # scrolled down to the clients
+        await pilot.press("1", "3")
+        await settle(pilot)
+        assert pilot.app.screen.focused is view.box
+        assert "Enable 2FA" in screen_text(pilot.app)

@@ -5,8 +5,8 @@ screen, the admin's enrollment at first sign-in (every step of the wizard), the 
 dialog, then an agent's own screen; a second, short one shows the first-run screen of a store path
 with no store yet. What varies is frozen: the clock (a FakeClock at T0, times in UTC), the users
 (`build_demo`'s seed, and a few made to show what is hard to see: a locked user, a deactivated one,
-a 20-character username, markup in a name), the key the wizard hands out, the recovery codes, the
-cursor's blink.
+a 20-character username, markup in a name; three service clients, one revoked), the key the
+wizard hands out, the recovery codes, the cursor's blink.
 
 Each state is `__snapshots__/test_snapshots/test_every_screen[<variant>][<state>].svg`:
 `pytest --snapshot-update` writes them; a difference fails the test once every state is taken,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from textual.widgets import Checkbox, Input
@@ -29,6 +30,7 @@ from store.models import NewUser, PolicyMode, Role, Status
 from store.paths import StorePaths
 from store.service import RECOVERY_ALPHABET, Service
 from tests.support import activate, code, make_app, screen_text, settle, sign_in
+from tui.screens import main as main_module
 from tui.screens.agent import AgentScreen
 from tui.screens.common import ConfirmDialog, PromptDialog
 from tui.screens.dialogs import AddUserDialog, ImportErrorsDialog
@@ -52,6 +54,10 @@ def frozen(monkeypatch):
     monkeypatch.setattr(service_module, "_recovery_code", lambda: next(codes))
     # A blinking cursor is shown or not depending on when the screenshot is taken: it stays shown.
     monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+    # The Security tab's command names the store, here in a new temporary folder each run.
+    real = main_module.add_client_command
+    fixed = StorePaths(Path("/srv/mfa-console/store.db"), Path("/srv/mfa-console/store.key"))
+    monkeypatch.setattr(main_module, "add_client_command", lambda paths: real(fixed))
     with monkeypatch.context() as zone:  # undone on leaving, so that tzset() reads the zone back
         zone.setenv("TZ", "UTC")
         time.tzset()
@@ -76,6 +82,11 @@ def demo(paths, clock, frozen) -> StorePaths:
     for _ in range(5):  # the policy's max_failures: locked for 5 minutes
         service.login("aiko.tanaka", "wrong password")
     service.set_active(op, "alma.ortiz", False)
+    # The verification service's clients: bound to networks or not, and one revoked.
+    service.add_client(op, "vpn-gateway", ("10.0.0.0/8",))
+    service.add_client(op, "intranet", ("10.1.2.0/24", "192.168.40.0/22", "2001:db8:40::/48"))
+    service.add_client(op, "legacy-radius", ())
+    service.revoke_client(op, "legacy-radius")
     activate(service, "agent", clock)  # an agent with 2FA set up, for the agent's own screen
     service.close()
     return paths
@@ -171,7 +182,14 @@ async def test_every_screen(variant, demo, clock, tmp_path, monkeypatch, screens
         assert [u.username for u in grid.rows][:2] == ["ada.lovelace", "admin"]
         await take(pilot, "tab-2-users")
         await press(pilot, "3")
+        await wait_until(pilot, lambda: main.query_one(SecurityView).clients, "the service's clients")
         await take(pilot, "tab-3-security")
+        await press(pilot, "tab")  # to the clients, below the policy: the tab scrolls to them
+        await take(pilot, "tab-3-security-clients")
+        await press(pilot, "r")
+        assert isinstance(app.screen, ConfirmDialog)
+        await take(pilot, "confirm-revoke-client")
+        await press(pilot, "escape")
         await press(pilot, "4")
         await wait_until(pilot, lambda: "login" in screen_text(app), "the audit log")
         await take(pilot, "tab-4-audit")

@@ -6,6 +6,7 @@ requests and the keys into store calls (in threads) and dialogs. The views keep 
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,9 +19,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 from textual.worker import Worker
 
+from store.clients import Client
 from store.errors import ImportRejected, PermissionDenied, StoreError
 from store.exports import write_private, write_users
 from store.models import AuditEvent, ConfirmResult, Policy, Role, Rollout, Session, Status, User
+from store.paths import StorePaths, resolve
 from store.validation import printable
 
 from ..commands import MainScreenCommands
@@ -33,9 +36,10 @@ from ..work import StoreWork
 from .common import ConfirmDialog, PromptDialog
 from .dialogs import AddUserDialog, ImportErrorsDialog
 
-ADMIN_ACTIONS = {"enroll", "reset", "unlock", "add", "deactivate", "import_csv"}
-USER_TAB_ACTIONS = ADMIN_ACTIONS | {"search", "cycle_filter", "export"}
-KEY_ACTIONS = USER_TAB_ACTIONS | {"show_tab"}  # bound to one printable key each
+SECURITY_TAB_ACTIONS = {"revoke_client"}
+ADMIN_ACTIONS = {"enroll", "reset", "unlock", "add", "deactivate", "import_csv"} | SECURITY_TAB_ACTIONS
+USER_TAB_ACTIONS = ADMIN_ACTIONS - SECURITY_TAB_ACTIONS | {"search", "cycle_filter", "export"}
+KEY_ACTIONS = USER_TAB_ACTIONS | SECURITY_TAB_ACTIONS | {"show_tab"}  # bound to one printable key each
 AUDIT_LIMIT = 1000
 TABS = ("rollout-tab", "users-tab", "security-tab", "audit-tab")
 
@@ -79,6 +83,9 @@ class MainScreen(StoreWork, Screen):
         Binding("d", "deactivate", "(De)activate", show=False, id="deactivate", priority=True),
         Binding("i", "import_csv", "Import", show=False, id="import", priority=True),
         Binding("x", "export", "Export", show=False, id="export", priority=True),
+        # `r` on the Security tab (the Users tab's reset is hidden there, and this one elsewhere).
+        Binding("r", "revoke_client", "Revoke client", id="revoke-client",
+                tooltip="Revoke the selected service client's API key", priority=True),
         Binding("escape", "clear_search", "Clear search", show=False),
         *(Binding(str(n), f"show_tab('{tab}')", tab.split("-")[0].title(), show=False, priority=True)
           for n, tab in enumerate(TABS, start=1)),
@@ -93,6 +100,8 @@ class MainScreen(StoreWork, Screen):
         self._poll_again: bool | None = None  # asked for while a poll ran (True: forced); None: not
         self._audit_worker: Worker | None = None
         self._audit_head: int | None = None
+        self._clients_worker: Worker | None = None
+        self._clients_again = False  # asked for while a read ran: read once more after it
         self._rollout_shown: Snapshot | None = None  # the data the Rollout tab's report is of
         self._select_after_poll: str | None = None  # a user just added: selected once listed
 
@@ -127,7 +136,9 @@ class MainScreen(StoreWork, Screen):
 
     def on_mount(self) -> None:
         self.sub_title = printable(f"{self.session.username} · {self.session.role.value}")
-        self.query_one(SecurityView).may_change = self.is_admin
+        security = self.query_one(SecurityView)
+        security.may_change = self.is_admin
+        security.add_command = add_client_command(self.app.paths)
         self._restore_grid()
         self._focus_tab()
         self.poll(force=True)
@@ -149,6 +160,8 @@ class MainScreen(StoreWork, Screen):
                                             then=self._apply_snapshot, group="poll")  # fmt: skip
         if self.active_tab == "audit-tab":
             self._read_audit_soon()
+        elif self.active_tab == "security-tab":
+            self._read_clients_soon()
 
     def _read_snapshot(self, known: tuple[int, int] | None, sort: tuple[int, bool],
                        prepare: bool) -> Snapshot | StoreError | None:  # fmt: skip
@@ -238,6 +251,8 @@ class MainScreen(StoreWork, Screen):
         if self.active_tab == "audit-tab":
             self._audit_head = None
             self._read_audit_soon()
+        elif self.active_tab == "security-tab":
+            self._read_clients_soon()
 
     def _focus_tab(self, tab: str | None = None) -> None:
         """The keyboard goes to the tab shown, at once. Focus left in a hidden tab, or a deferred
@@ -265,6 +280,11 @@ class MainScreen(StoreWork, Screen):
         """What the role and the tab shown allow (the palette asks this; keys ask check_action)."""
         if action in ADMIN_ACTIONS and not self.is_admin:
             return False  # hidden: a supervisor sees none of these (and the store refuses them)
+        if action in SECURITY_TAB_ACTIONS:
+            try:
+                return self.active_tab == "security-tab"
+            except NoMatches:
+                return True
         if action in USER_TAB_ACTIONS:
             try:
                 return self.active_tab == "users-tab"
@@ -464,6 +484,63 @@ class MainScreen(StoreWork, Screen):
 
     def store_failed(self, error: BaseException) -> None:
         self.poll(force=True)  # show the store's truth again (e.g. a refused policy change)
+        self._read_clients_soon()  # (e.g. a client revoked meanwhile from the command line)
+
+    # The service's clients are read while the tab shows, each poll: a small table, and changed by
+    # the command line on any host without a change of the store's generation (users only).
+    def _read_clients_soon(self) -> None:
+        if self._clients_worker is not None and self._clients_worker.is_running:
+            self._clients_again = True
+            return
+        self._clients_worker = self.call_store(self._read_clients, then=self._apply_clients, group="clients")
+
+    def _read_clients(self) -> tuple[Client, ...] | StoreError:
+        """A failure comes back as a value: the tab says it, not a notification every second."""
+        try:
+            clients = self.app.service.list_clients(self.session)
+        except StoreError as error:
+            return error
+        return tuple(sorted(clients, key=lambda c: (not c.active, c.name)))
+
+    def _apply_clients(self, clients: tuple[Client, ...] | StoreError) -> None:
+        if self._clients_again:
+            self._clients_again = False
+            self.call_later(self._read_clients_soon)
+        view = self.query_one(SecurityView)
+        if isinstance(clients, PermissionDenied):
+            return  # signed out by the next poll, which says why
+        if isinstance(clients, StoreError):
+            view.clients_problem = f"Cannot read the service's clients: {clients}"
+            return
+        view.clients_problem = None
+        view.clients = clients
+
+    def action_revoke_client(self) -> None:
+        view = self.query_one(SecurityView)
+        client = view.selected_client
+        if client is None:
+            self.notify("No service client to revoke.", severity="warning")
+            return
+        self.set_focus(view.clients_table)  # the list shows, with the client the dialog names
+        if not client.active:
+            self.notify(printable(f"{client.name} is revoked already."), severity="warning", markup=False)
+            return
+        name = client.name
+        sources = ", ".join(map(str, client.sources)) or "any address"
+
+        def revoked(_result) -> None:
+            self.notify(printable(f"Revoked {name}: its key no longer works."), markup=False)
+            self._read_clients_soon()
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call_store(self.app.service.revoke_client, self.session, name, then=revoked, group="action")
+
+        body = (f"Revoke the service client {printable(name)} (from {sources})?\n\n"
+                "Its API key stops working at once: the verification service refuses every request "
+                "that sends it. This cannot be undone, and no other client can take its name: add a "
+                "new one with mfa-console clients add.")  # fmt: skip
+        self.app.push_screen(ConfirmDialog("Revoke client", body, "Revoke client"), answered)
 
     # -- audit tab -----------------------------------------------------------------------------
     def _read_audit_soon(self) -> None:
@@ -480,6 +557,17 @@ class MainScreen(StoreWork, Screen):
     def _apply_audit(self, events: list[AuditEvent] | None) -> None:
         if events is not None:
             self.query_one(AuditView).show(events)
+
+
+def add_client_command(paths: StorePaths) -> str:
+    """The command that adds a client to this dashboard's store: with --db (and --key) when plain
+    `mfa-console` would open another one (the demo's, a store named by --db)."""
+    command = ["mfa-console"]
+    if paths.db != resolve().db:
+        command += ["--db", paths.shown]  # a URL without its password: libpq finds it as here
+    if paths.key != resolve(str(paths.db)).key:
+        command += ["--key", str(paths.key)]
+    return shlex.join(command) + " clients add NAME [--source CIDR]..."
 
 
 def export_users(path: str, users: list[User], force: bool) -> None:
