@@ -351,14 +351,19 @@ def start_service(paths: StorePaths, *options: str) -> Served:
     proc = subprocess.Popen([sys.executable, "-m", "cli", "--db", str(paths.db), "--key", str(paths.key), "serve",
                              "--listen", "127.0.0.1:0", *options], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    line = proc.stdout.readline()
-    assert line.startswith(("listening on http://", "listening on https://")), \
-        proc.stderr.read() if proc.poll() is not None else line  # fmt: skip
-    served = Served(line.split()[-1], proc)
-    if "--radius" in options:
+    try:
         line = proc.stdout.readline()
-        assert line.startswith("listening on radius://"), line
-        served.radius_port = int(line.rsplit(":", 1)[1])
+        assert line.startswith(("listening on http://", "listening on https://")), \
+            proc.stderr.read() if proc.poll() is not None else line  # fmt: skip
+        served = Served(line.split()[-1], proc)
+        if "--radius" in options:
+            line = proc.stdout.readline()
+            assert line.startswith("listening on radius://"), line
+            served.radius_port = int(line.rsplit(":", 1)[1])
+    except BaseException:
+        proc.kill()  # a service that did not start as expected is not left running
+        proc.communicate()
+        raise
     return served
 
 
