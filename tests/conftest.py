@@ -2,7 +2,8 @@
 
 A module that sets `ON_BOTH_ENGINES = True` runs each of its tests that uses a store twice: on
 SQLite (a file) and on PostgreSQL (a schema of its own in the run's server, tests/postgres.py);
-`@pytest.mark.sqlite_only` keeps a test about the file itself to SQLite.
+`@pytest.mark.sqlite_only` keeps a test about the file itself to SQLite, and
+`@pytest.mark.both_engines` runs one test of another module on both.
 
 What the tests share besides fixtures (the clock, codes, the app factory...) is in tests/support.py.
 """
@@ -36,6 +37,7 @@ KEEP_TOGETHER = ("tests/store/test_scale.py",)
 def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: seconds of work; started first so that it does not run alone at the end")
     config.addinivalue_line("markers", "sqlite_only: about the SQLite file itself; not run on PostgreSQL")
+    config.addinivalue_line("markers", "both_engines: run on SQLite and PostgreSQL, in a module that does not")
     # One server for the run, started by the controller (xdist's workers inherit the variable).
     if not hasattr(config, "workerinput") and not os.environ.get(postgres.URL_VARIABLE):
         config.pg_server = postgres.Server()
@@ -50,11 +52,8 @@ def pytest_unconfigure(config):
 
 
 def pytest_generate_tests(metafunc):
-    if (
-        "engine" in metafunc.fixturenames
-        and getattr(metafunc.module, "ON_BOTH_ENGINES", False)
-        and not metafunc.definition.get_closest_marker("sqlite_only")
-    ):
+    both = getattr(metafunc.module, "ON_BOTH_ENGINES", False) or metafunc.definition.get_closest_marker("both_engines")
+    if "engine" in metafunc.fixturenames and both and not metafunc.definition.get_closest_marker("sqlite_only"):
         metafunc.parametrize("engine", ENGINES, indirect=True)
 
 

@@ -1,6 +1,7 @@
 """The verification service over real HTTP: `mfa-console serve` started as a process on an
 ephemeral port, asked the way privacyIDEA's clients ask, with codes from pyotp (what a phone
-computes from the secret)."""
+computes from the secret). The HTTP side is the same whatever the store: the tests of what the
+store decides (once, across services) run on both engines, the rest on SQLite."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from store.paths import StorePaths
 from store.service import Service
 from tests.support import Served, query, read_store, start_service
 
-ON_BOTH_ENGINES = True
 
 
 @dataclass
@@ -104,6 +104,7 @@ def audit(paths: StorePaths) -> list[tuple]:
     return query(paths.db, "SELECT actor, action, target, outcome, detail FROM audit ORDER BY id")[1]
 
 
+@pytest.mark.both_engines
 def test_a_right_code_is_accepted_once_and_audited_under_the_clients_name(setup, served):
     code = now_code(setup.secrets["alice"])
     first = check(served, setup.keys["app"], "alice", code)
@@ -118,6 +119,7 @@ def test_json_bodies_are_taken_like_forms(setup, served):
     assert verdict(check(served, setup.keys["app"], "alice", code, json_body=True)) == "ACCEPT"
 
 
+@pytest.mark.both_engines
 def test_wrong_locked_and_unknown_get_one_answer(setup, served):
     key = setup.keys["app"]
     wrong = f"{(int(now_code(setup.secrets['carol'])) + 1) % 1_000_000:06d}"
@@ -199,6 +201,7 @@ def test_health(setup, served):
     assert answer.status == 200 and answer.body == {"status": "ok"}
 
 
+@pytest.mark.both_engines
 def test_two_services_on_one_store_accept_a_code_once(setup):
     """Two nodes, one store (SQLite or PostgreSQL): the same code sent to both at once."""
     nodes = [start_service(setup.paths, "--rate-source", "1000") for _ in range(2)]
@@ -216,6 +219,7 @@ def test_two_services_on_one_store_accept_a_code_once(setup):
     assert sorted(answers) == ["ACCEPT"] + ["REJECT"] * 9
 
 
+@pytest.mark.both_engines
 def test_sigterm_under_load_finishes_every_check_under_way(setup):
     served = start_service(setup.paths, "--rate-source", "1000", "--rate-client", "1000")
     results: list[int] = []
@@ -265,7 +269,6 @@ def self_signed(folder) -> tuple[str, str]:
     return str(cert_file), str(key_file)
 
 
-@pytest.mark.sqlite_only  # the transport, not the store
 def test_https_with_a_certificate_and_a_unix_socket(setup, tmp_path):
     import http.client
     import ssl
