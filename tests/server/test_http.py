@@ -225,15 +225,15 @@ def test_sigterm_under_load_finishes_every_check_under_way(setup):
     results: list[int] = []
 
     def hammer() -> None:
-        for _ in range(40):
+        for _ in range(15):
             try:
                 results.append(check(served, setup.keys["app"], "nobody.here", "123456").status)
             except (urllib.error.URLError, ConnectionError):
                 return  # the service stopped listening: not an answer, not a check
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    time.sleep(0.3)
     err = served.stop()
     for t in threads:
         t.join()
