@@ -759,3 +759,17 @@ async def test_back_on_the_security_tab_the_box_shows(paths, service, clock):
         await settle(pilot)
         assert pilot.app.screen.focused is view.box
         assert "Enable 2FA" in screen_text(pilot.app)
+
+
+def test_a_radius_clients_details_say_what_it_asks():
+    from datetime import UTC, datetime
+
+    from store.clients import Client, parse_sources
+    from tui.widgets.security import client_details
+
+    added = datetime(2026, 11, 30, tzinfo=UTC)
+    plain = Client("intranet", (), added)
+    vpn = Client("vpn", parse_sources(["10.0.0.0/8"]), added, None, radius=True, radius_password=True,
+                 radius_unsigned=True)  # fmt: skip
+    assert "RADIUS" not in client_details(plain)
+    assert client_details(vpn).endswith("RADIUS too (the password and the code; unsigned requests accepted).")

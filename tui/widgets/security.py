@@ -62,7 +62,11 @@ def client_details(client: Client) -> str:
     added = client.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sources = f"from {_sources(client)}" if client.sources else "from any address"
     if client.active:
-        return f"{client.name}: active, added {added}; its key is accepted {sources}."
+        radius = ""
+        if client.radius:
+            asks = "the password and the code" if client.radius_password else "the code"
+            radius = f" RADIUS too ({asks}{'; unsigned requests accepted' if client.radius_unsigned else ''})."
+        return f"{client.name}: active, added {added}; its key is accepted {sources}.{radius}"
     revoked = client.revoked_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"{client.name}: revoked {revoked} (added {added}); its key is refused."
 
