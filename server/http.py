@@ -63,8 +63,9 @@ class Limits:
         self._buckets: dict[tuple[str, str], Bucket] = {}
 
     def wait(self, kind: str, who: str) -> float:
-        if len(self._buckets) > 100_000:  # a scan from many addresses: forget full buckets
-            self._buckets = {k: b for k, b in self._buckets.items() if b.tokens < b.rate * 2}
+        if len(self._buckets) > 100_000:  # a scan from many addresses: forget the buckets idle long
+            now = time.monotonic()  # enough to be full again (2 s), which a new bucket is too
+            self._buckets = {k: b for k, b in self._buckets.items() if now - b.at < 2.0}
         rate = self.per_client if kind == "client" else self.per_source
         return self._buckets.setdefault((kind, who), Bucket(rate)).take()
 

@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class RadiusServer(ServerAsync):
         super().__init__(auth_port=port, hosts=_Clients(), dictionary=Dictionary(str(DICTIONARY)), enforce_ma=False)
         self.service, self._run = service, run
         self._fetched = 0.0
-        self._answers: dict[tuple, tuple[float, bytes]] = {}
+        self._answers: OrderedDict[tuple, tuple[float, bytes]] = OrderedDict()  # oldest first
         self._under_way: set[asyncio.Task] = set()
 
     async def refresh(self) -> None:
@@ -93,7 +94,8 @@ class RadiusServer(ServerAsync):
             self._spawn(self.refresh())
         seen = (addr, pkt.id, pkt.authenticator)
         now = time.monotonic()
-        self._answers = {k: v for k, v in self._answers.items() if now - v[0] < DUPLICATE_SECONDS}
+        while self._answers and now - next(iter(self._answers.values()))[0] >= DUPLICATE_SECONDS:
+            self._answers.popitem(last=False)
         if seen in self._answers:
             protocol.transport.sendto(self._answers[seen][1], addr)
             return
