@@ -46,6 +46,28 @@ class StoreWork:
         description = getattr(fn, "__name__", "store call")
         return self.run_worker(job, thread=True, group=group, exclusive=exclusive, description=description)
 
+    def export_file(self, write: Callable[[str, Any, bool], Any], path: str, rows: Any, *, group: str,
+                    force: bool = False) -> None:  # fmt: skip
+        """`write(path, rows, force)` in a thread; a file already there is replaced only once the
+        person says so (a dialog), any other failure is said in one notification."""
+        from .screens.common import ConfirmDialog  # the screens import this module
+
+        def failed(error: BaseException) -> None:
+            if not isinstance(error, FileExistsError):
+                self.notify(printable(f"cannot write {path}: {getattr(error, 'strerror', None) or error}"),
+                            title="Not done", severity="error", markup=False)  # fmt: skip
+                return
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.export_file(write, path, rows, group=group, force=True)
+
+            body = f"{printable(path)} exists already. Replace it?"
+            self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
+
+        done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
+        self.call_store(write, path, rows, force, then=done, failed=failed, group=group)
+
     def on_store_done(self, message: StoreDone) -> None:
         if message.then is not None:
             message.then(message.result)

@@ -437,27 +437,10 @@ class MainScreen(StoreWork, Screen):
 
         def chosen(path: str | None) -> None:
             if path:
-                self._export(path, rows, force=False)
+                self.export_file(export_users, path, rows, group="action")
 
         body = f"Export {what}. File (.json for JSON, else CSV):"
         self.app.push_screen(PromptDialog("Export users", body, value=default), chosen)
-
-    def _export(self, path: str, rows: list[User], *, force: bool) -> None:
-        def exists(error: BaseException) -> None:
-            if not isinstance(error, FileExistsError):
-                self.notify(printable(f"cannot write {path}: {getattr(error, 'strerror', None) or error}"),
-                            title="Not done", severity="error", markup=False)  # fmt: skip
-                return
-
-            def answered(yes: bool | None) -> None:
-                if yes:
-                    self._export(path, rows, force=True)
-
-            body = f"{printable(path)} exists already. Replace it?"
-            self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
-
-        done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
-        self.call_store(export_users, path, rows, force, then=done, failed=exists, group="action")
 
     # -- security tab --------------------------------------------------------------------------
     @on(SecurityView.EnableRequested)

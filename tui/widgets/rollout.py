@@ -32,7 +32,7 @@ from store.models import User
 from store.validation import printable
 
 from store.exports import write_private
-from ..screens.common import ConfirmDialog, PromptDialog
+from ..screens.common import PromptDialog
 from ..work import StoreWork
 from .table import Bar, Cell, Column, LineTable
 
@@ -248,27 +248,11 @@ class RolloutView(StoreWork, Vertical):
 
         def chosen(path: str | None) -> None:
             if path:
-                self._export(path, rows, force=False)
+                self.export_file(write_chase_csv, path, rows, group="rollout-export")
 
         body = f"The {len(rows):,} Pending users of {label}, longest pending first, as CSV. File:"
         self.app.push_screen(PromptDialog("Export who to chase", body, value=default), chosen)
 
-    def _export(self, path: str, rows: tuple[report.ChaseRow, ...], *, force: bool) -> None:
-        def failed(error: BaseException) -> None:
-            if not isinstance(error, FileExistsError):
-                self.notify(printable(f"cannot write {path}: {getattr(error, 'strerror', None) or error}"),
-                            title="Not done", severity="error", markup=False)  # fmt: skip
-                return
-
-            def answered(yes: bool | None) -> None:
-                if yes:
-                    self._export(path, rows, force=True)
-
-            body = f"{printable(path)} exists already. Replace it?"
-            self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
-
-        done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
-        self.call_store(write_chase_csv, path, rows, force, then=done, failed=failed, group="rollout-export")
 
 
 def write_chase_csv(path: str, rows: Sequence[report.ChaseRow], force: bool = False) -> None:
