@@ -21,7 +21,7 @@ import pytest
 from store.models import NewUser, PolicyMode, Role
 from store.paths import StorePaths
 from store.service import Service
-from tests.support import Served, query, read_store, start_service
+from tests.support import Served, everything_stored, query, read_store, start_service
 
 
 
@@ -296,3 +296,10 @@ def test_https_with_a_certificate_and_a_unix_socket(setup, tmp_path):
             assert unix.recv(4096).startswith(b"HTTP/1.1 200")
     finally:
         served.stop()
+
+
+def test_a_hostile_name_gets_the_same_reject_and_is_written_nowhere(setup, served):
+    for name in ("\x1b[31mzebra-root\x1b[0m", "[bold]zebra-admin[/bold]", "zebra" * 1000, "zebra\r\nforged line"):
+        assert verdict(check(served, setup.keys["app"], name, "123456")) == "REJECT"
+    assert b"zebra" not in everything_stored(setup.paths)  # no name that is no user's is written down
+    assert all(e[2] is None and e[4].startswith("unknown name #") for e in audit(setup.paths) if e[1] == "verify")
