@@ -38,6 +38,17 @@ Groups (`--only`), with the floor each figure is divided by (issue 9's "How fast
   imports what a verify on PostgreSQL loads (psycopg among them, found in this run); durable's is
   BEGIN; the bare UPDATE; COMMIT on a table of as many rows in that database, interleaved. The
   server's fsync and synchronous_commit head the table: they decide what a commit costs.
+- service-pam (issue 12): `mfa-console serve --radius` on the store, asked as sshd asks: pamtester
+  through pam_radius_auth (Debian's, unsigned requests), in a private mount namespace, the code
+  on stdin; one login at a time, and 200 at once. Floor: google-authenticator-libpam's own login
+  driven the same way (pamtester through pam_google_authenticator, a secret file per user with
+  TOTP_AUTH and DISALLOW_REUSE: a code once, as ours), interleaved. Each login a fresh user; every
+  answer checked.
+- service-http (issue 12): checks a second from 50 concurrent aiohttp clients (keep-alive, one
+  process) on POST /validate/check, each a first use of an enrolled user's code, every answer
+  checked; p50 and p99 of one check under that load. Floor: an aiohttp server that reads the form
+  and answers a constant JSON, same client, same load, interleaved. Then the peak RSS of `serve`
+  (beside the constant server's). Rate limits are set far above the load.
 
 Every store lives in a temporary folder (0700), deleted afterwards. Users are enrolled in-process
 once per store, with codes an hour old, so that any code of now is new to them; each run uses
@@ -904,9 +915,317 @@ def _dashboard_run(tmux: Tmux, side: Side, env: dict[str, str], haystacks: list[
     return out
 
 
+# -- the verification service (issue 12) -------------------------------------------------------
+SERVICE_LOGINS = 20  # PAM logins of each kind a run, interleaved
+HTTP_CLIENTS = 50  # concurrent HTTP clients, keep-alive
+HTTP_CHECKS = 3000  # checks a run (each a first use of its user's step), as many floor requests
+HTTP_WARM = 300  # untimed checks before the first run (each side)
+GA_MODULE = "pam_google_authenticator.so"
+RADIUS_TIMEOUT = 10  # pam_radius_auth's seconds before it asks again (sshd setups use 3-10)
+
+# The floor of the HTTP figures: the same library answering a constant JSON, after reading the
+# form as any check must. Prints where it listens, as `serve` does.
+FLOOR_SERVER = """
+import asyncio, signal
+from aiohttp import web
+BODY = {"id": 1, "jsonrpc": "2.0", "result": {"status": True, "value": True, "authentication": "ACCEPT"}}
+async def check(request):
+    await request.post()
+    return web.json_response(BODY)
+async def main():
+    app = web.Application()
+    app.router.add_post("/validate/check", check)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print("listening on http://%s:%d" % site._server.sockets[0].getsockname()[:2], flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+asyncio.run(main())
+"""
+
+# The load: HTTP_CLIENTS tasks on one keep-alive session, each sending its share of the jobs in
+# turn; a code is drawn just before its request. Reads {"url", "key", "jobs": [[user, secret]],
+# "clients"} on stdin; writes the wall time, each request's latency and answer.
+LOAD_CLIENT = """
+import asyncio, json, sys, time
+import aiohttp, pyotp
+spec = json.load(sys.stdin)
+async def client(session, jobs, out):
+    for user, secret in jobs:
+        code = pyotp.TOTP(secret).now()
+        started = time.perf_counter()
+        async with session.post(spec["url"], data={"user": user, "pass": code},
+                                headers={"Authorization": "Bearer " + spec["key"]}) as response:
+            body = await response.json()
+        out.append((time.perf_counter() - started, response.status,
+                    body.get("result", {}).get("authentication")))
+async def main():
+    n = spec["clients"]
+    out = []
+    connector = aiohttp.TCPConnector(limit=n)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        jobs = spec["jobs"]
+        # every connection opened before the clock starts (keep-alive: a login's cost is not a TCP handshake)
+        await asyncio.gather(*(client(session, [], []) for _ in range(n)))
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session, jobs[i::n], out) for i in range(n)))
+        wall = time.perf_counter() - started
+    json.dump({"wall": wall, "latencies": [o[0] for o in out], "answers": [[o[1], o[2]] for o in out]}, sys.stdout)
+asyncio.run(main())
+"""
+
+
+def _serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+    """A server process that prints `listening on ...` lines; returns it and the addresses it printed."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/", env=env)
+    lines = []
+    try:
+        for _ in range(2 if "--radius" in args else 1):
+            line = proc.stdout.readline()
+            if not line.startswith("listening on "):
+                raise RuntimeError(f"{args[:4]} did not start: {line}{proc.stderr.read() if proc.poll() is not None else ''}")
+            lines.append(line.split()[-1])
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc, lines
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+class Logins:
+    """pamtester, as sshd's PAM stack asks, in a private mount namespace (a /etc/pam.d of its own,
+    no root needed): through pam_radius_auth to the service ("ours"), or through
+    pam_google_authenticator with a secret file of the user's ("libpam"). Both take the code on
+    stdin, as a person types it."""
+
+    def __init__(self, folder: Path, radius: str, secret: str):
+        self.folder = _mkdir(folder)
+        pam_d, self.secrets = _mkdir(folder / "pam.d"), _mkdir(folder / "secrets")
+        conf = folder / "pam_radius_auth.conf"
+        conf.write_text(f"{radius} {secret} {RADIUS_TIMEOUT}\n")
+        conf.chmod(0o600)
+        (pam_d / "ours").write_text(f"auth required pam_radius_auth.so conf={conf}\n")
+        # libpam's own login, as its README sets it up for users without a home: their files in one
+        # folder, read as a dedicated user; each file's TOTP mode and its replay rule (a code's
+        # timestamp is spent once), as ours: any code of now ± 1 step, once.
+        (pam_d / "libpam").write_text(f"auth required {GA_MODULE} secret={self.secrets}/${{USER}} user=root\n")
+        self.script = {side: f"mount --bind {pam_d} /etc/pam.d && exec pamtester {side} \"$0\" authenticate"
+                       for side in ("ours", "libpam")}
+        self.n = 0
+
+    def libpam_user(self) -> list[str]:
+        """A new user of libpam's: a secret file of its own (mode 0400, as google-authenticator writes it)."""
+        self.n += 1
+        name, secret = f"ga.{self.n:06d}", pyotp.random_base32()
+        path = self.secrets / name
+        path.write_text(f'{secret}\n" TOTP_AUTH\n" DISALLOW_REUSE\n')
+        path.chmod(0o400)
+        return [name, secret]
+
+    def start(self, side: str, user: str, secret: str) -> subprocess.Popen:
+        code = pyotp.TOTP(secret).now()
+        proc = subprocess.Popen(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", self.script[side], user],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+        proc.stdin.write(f"{code}\n".encode())
+        proc.stdin.close()
+        return proc
+
+    @staticmethod
+    def accepted(proc: subprocess.Popen) -> bool:
+        out = proc.stdout.read()
+        proc.stderr.read()
+        return proc.wait() == 0 and b"successfully authenticated" in out
+
+    def one(self, side: str, user: str, secret: str) -> float:
+        started = time.perf_counter()
+        proc = self.start(side, user, secret)
+        proc.wait()
+        took = time.perf_counter() - started
+        if not self.accepted(proc):
+            raise RuntimeError(f"{side}: pamtester did not authenticate {user} (exit {proc.returncode})")
+        return took
+
+    def storm(self, side: str, users: list[list[str]]) -> dict:
+        """Every login at once; the wall time from the first start to the last exit, and each answer."""
+        poller, running, ends = select.poll(), {}, {}
+
+        def reap(timeout: int | None) -> None:
+            for fd, _ in poller.poll(timeout):
+                ends[fd] = time.perf_counter()
+                poller.unregister(fd)
+
+        begun = time.perf_counter()
+        for user, secret in users:
+            started = time.perf_counter()
+            proc = self.start(side, user, secret)
+            fd = os.pidfd_open(proc.pid)
+            poller.register(fd, select.POLLIN)
+            running[fd] = (proc, started)
+            reap(0)
+        while len(ends) < len(running):
+            reap(None)
+        wall = max(ends.values()) - begun
+        latencies = [ends[fd] - started for fd, (_, started) in running.items()]
+        accepted = [self.accepted(proc) for proc, _ in running.values()]
+        for fd in running:
+            os.close(fd)
+        return {"wall": wall, "latencies": latencies, "accepted": accepted}
+
+
+def _load(url: str, key: str, jobs: list[list[str]], env: dict[str, str]) -> dict:
+    proc = subprocess.run([sys.executable, "-c", LOAD_CLIENT], cwd="/", env=env, capture_output=True, timeout=600,
+                          input=json.dumps({"url": url, "key": key, "jobs": jobs, "clients": HTTP_CLIENTS}).encode())
+    if proc.returncode != 0:
+        raise RuntimeError(f"the load client failed:\n{proc.stderr.decode()}")
+    return json.loads(proc.stdout)
+
+
+def _client(work: Path, env: dict[str, str], name: str, *options: str) -> list[str]:
+    """`mfa-console clients add`: its API key and (RADIUS) shared secret, as printed."""
+    proc = subprocess.run([sys.executable, "-m", "cli", "--db", str(work / "store.db"), "--key", str(work / "store.key"),
+                           "clients", "add", name, "--source", "127.0.0.1/32", *options], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"clients add {name} failed:\n{proc.stderr}")
+    return proc.stdout.split()
+
+
+def service_runs(work: Path, folder: Path, env: dict[str, str], enrolled: dict[str, list], runs: int,
+                 groups: set[str]) -> dict:
+    """`mfa-console serve` on the store (HTTP and RADIUS), beside libpam's login (groups
+    service-pam) and an aiohttp server answering a constant (service-http)."""
+    key = _client(work, env, "bench-http")[0]
+    secret = _client(work, env, "bench-pam", "--radius-unsigned")[1]
+    limits = ["--rate-client", "1000000", "--rate-source", "1000000"]  # no 429 in these figures
+    ours, (http, radius) = _serve([sys.executable, "-m", "cli", "--db", str(work / "store.db"), "--key",
+                                   str(work / "store.key"), "serve", "--listen", "127.0.0.1:0", "--radius", "0",
+                                   *limits], env)
+    floor = None
+    out: dict = {}
+    try:
+        if "service-pam" in groups:
+            out.update(_pam_runs(Logins(folder / "pam", radius.removeprefix("radius://"), secret),
+                                 enrolled["pam"], enrolled["pam-storm"], runs))
+        if "service-http" in groups:
+            floor, (floor_url,) = _serve([sys.executable, "-c", FLOOR_SERVER], env)
+            out.update(_http_runs(http + "/validate/check", floor_url + "/validate/check", key, enrolled["http"], runs,
+                                  env))
+            out["peak_floor"] = _peak_mb(floor.pid)
+        out["peak"] = _peak_mb(ours.pid)
+        out["rss"] = _rss_mb(ours.pid)
+    finally:
+        _stop(ours)
+        if floor:
+            _stop(floor)
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmRSS"].split()[0]) / 1024
+
+
+def _pam_runs(logins: Logins, pool: list[list[str]], storm_pool: list[list[str]], runs: int) -> dict:
+    out: dict = {k: [] for k in ("login", "login_floor", "storm", "storm_floor", "storm_p99", "storm_floor_p99")}
+    out["refused"] = out["refused_floor"] = 0
+    users = iter(pool)
+    for _ in range(WARMUP):  # untimed: page cache, the service's first packets
+        logins.one("ours", *next(users))
+        logins.one("libpam", *logins.libpam_user())
+    for i in range(runs):
+        for j in range(SERVICE_LOGINS):
+            pair = [("login", "ours", next(users)), ("login_floor", "libpam", logins.libpam_user())]
+            for figure, side, (user, secret) in pair if (i + j) % 2 == 0 else reversed(pair):
+                out[figure].append(logins.one(side, user, secret))
+    for i in range(runs):
+        sides = [("", "ours", storm_pool[i * STORM : (i + 1) * STORM]),
+                 ("_floor", "libpam", [logins.libpam_user() for _ in range(STORM)])]
+        for suffix, side, users_ in sides if i % 2 == 0 else reversed(sides):
+            d = logins.storm(side, users_)
+            out[f"storm{suffix}"].append(d["wall"])
+            out[f"storm{suffix}_p99"].append(_pct(sorted(d["latencies"]), 0.99))
+            out[f"refused{suffix}"] += d["accepted"].count(False)
+            if False in d["accepted"]:
+                _say(f"  {side} storm run {i + 1}: {d['accepted'].count(False)} of {STORM} not authenticated")
+    return out
+
+
+def _http_runs(ours: str, floor: str, key: str, pool: list[list[str]], runs: int, env: dict[str, str]) -> dict:
+    out: dict = {k: [] for k in ("rate", "rate_floor", "p50", "p99", "p50_floor", "p99_floor")}
+    out["wrong"] = 0
+    _load(ours, key, pool[:HTTP_WARM], env)
+    _load(floor, key, pool[:HTTP_WARM], env)
+    for i in range(runs):
+        jobs = pool[HTTP_WARM + i * HTTP_CHECKS : HTTP_WARM + (i + 1) * HTTP_CHECKS]
+        sides = [("", ours), ("_floor", floor)]
+        for suffix, url in sides if i % 2 == 0 else reversed(sides):
+            d = _load(url, key, jobs, env)
+            out[f"rate{suffix}"].append(len(jobs) / d["wall"])
+            ordered = sorted(d["latencies"])
+            out[f"p50{suffix}"].append(statistics.median(ordered))
+            out[f"p99{suffix}"].append(_pct(ordered, 0.99))
+            wrong = sum(answer != [200, "ACCEPT"] for answer in d["answers"]) + len(jobs) - len(d["answers"])
+            if not suffix:
+                out["wrong"] += wrong
+                if wrong:
+                    _say(f"  HTTP run {i + 1}: {wrong} of {len(jobs)} checks not ACCEPT: "
+                         f"{sorted({tuple(a) for a in d['answers'] if a != [200, 'ACCEPT']})[:5]}")
+    return out
+
+
+def service_figures(figures: Figures, users: int, d: dict, groups: set[str]) -> None:
+    if "service-pam" in groups:
+        figures.add("service: SSH-style login, pamtester → pam_radius_auth → RADIUS", users, d["login"],
+                    d["login_floor"], target="ratio ≤ 1", max_ratio=1,
+                    note="each login a fresh enrolled user and a code of now (pyotp); floor: pamtester → "
+                         "pam_google_authenticator, a fresh user's secret file (TOTP_AUTH, DISALLOW_REUSE), "
+                         f"interleaved; both in a private mount namespace (unshare), {SERVICE_LOGINS} each a run")
+        figures.add(f"service: {STORM} concurrent pamtester logins, wall", users, d["storm"], d["storm_floor"],
+                    target="ratio ≤ 1", max_ratio=1,
+                    note=f"floor: {STORM} concurrent libpam logins, in the same runs (the order alternating)")
+        figures.add(f"service: {STORM} concurrent logins, latency p99", users, d["storm_p99"], d["storm_floor_p99"])
+        figures.add("service: logins not authenticated", users, [d["refused"]], unit="count", target="0",
+                    max_value=0, note=f"every pamtester's exit and output checked; libpam's not authenticated in the "
+                                      f"same runs: {d['refused_floor']}")
+    if "service-http" in groups:
+        figures.add(f"service: checks per second, {HTTP_CLIENTS} HTTP clients (keep-alive)", users, d["rate"],
+                    d["rate_floor"], unit="count", target="ratio ≥ 0.5", ratio_range=(0.5, math.inf),
+                    note=f"POST /validate/check, {HTTP_CHECKS:,} a run, each a first use of an enrolled user's code "
+                         "(aiohttp client, one process); floor: an aiohttp server reading the form and answering a "
+                         "constant JSON, same client, same load, interleaved")
+        figures.add("service: one check's latency p99, under that load", users, d["p99"], d["p99_floor"],
+                    target="≤ 10 ms", max_value=0.010,
+                    note=f"closed loop: {HTTP_CLIENTS} clients each waiting for its answer, so latency ≈ "
+                         f"{HTTP_CLIENTS} ÷ rate; floor column: the constant server's p99 under the same load")
+        figures.add("service: one check's latency p50, under that load", users, d["p50"], d["p50_floor"])
+        figures.add("service: checks not ACCEPT (HTTP)", users, [d["wrong"]], unit="count", target="0", max_value=0,
+                    note="every answer's status and result.authentication checked")
+    figures.add("service: peak memory (RSS) of `serve`", users, [d["peak"]],
+                [d["peak_floor"]] if "peak_floor" in d else None, unit="MB",
+                note=f"VmHWM after every figure above (RSS then: {d['rss']:.0f} MB); floor: the constant aiohttp "
+                     "server's peak after the same load")
+
+
 # -- main --------------------------------------------------------------------------------------
 PG_GROUPS = {"pg-verify", "pg-storm", "pg-durable"}
-GROUPS = ("verify", "storm", "durable", "import", "enumeration", "dashboard", *sorted(PG_GROUPS))
+SERVICE_GROUPS = {"service-pam", "service-http"}
+GROUPS = ("verify", "storm", "durable", "import", "enumeration", "dashboard", *sorted(PG_GROUPS),
+          *sorted(SERVICE_GROUPS))
 
 
 def measure(users: int, runs: int, groups: set[str], figures: Figures, base: Path, env: dict[str, str],
@@ -921,6 +1240,9 @@ def measure(users: int, runs: int, groups: set[str], figures: Figures, base: Pat
         "storm": 1 + STORM * runs if groups & {"storm", "pg-storm"} else 0,
         "durable": 1 + DURABLE_EACH * runs if groups & {"durable", "pg-durable"} else 0,
         "enum": ENUM_POOL + 1 if "enumeration" in groups else 0,
+        "pam": WARMUP + SERVICE_LOGINS * runs if "service-pam" in groups else 0,
+        "pam-storm": STORM * runs if "service-pam" in groups else 0,
+        "http": HTTP_WARM + HTTP_CHECKS * runs if "service-http" in groups else 0,
     }
     _say(f"{users:,} users: building the store, enrolling {sum(pools.values()) + 1:,} users ...")
     build_time, enroll_time, enrolled = build_store(pristine, users, pools)
@@ -998,6 +1320,10 @@ def measure(users: int, runs: int, groups: set[str], figures: Figures, base: Pat
         if old:
             figures.add("dashboard: peak memory, ours vs before", users, ours["peak"], old["peak"], unit="MB",
                         target="≤ before", max_ratio=1.0)
+    if groups & SERVICE_GROUPS:
+        _say("  the service: PAM logins, HTTP load ...")
+        service_figures(figures, users, service_runs(work, _mkdir(folder / "service"), env, enrolled, runs, groups),
+                        groups)
     if groups & PG_GROUPS:
         measure_pg(users, runs, {g.removeprefix("pg-") for g in groups & PG_GROUPS}, figures, folder, work, pristine,
                    enrolled, env, pg)
