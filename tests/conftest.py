@@ -38,6 +38,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "heavy: seconds of work; started first so that it does not run alone at the end")
     config.addinivalue_line("markers", "sqlite_only: about the SQLite file itself; not run on PostgreSQL")
     config.addinivalue_line("markers", "both_engines: run on SQLite and PostgreSQL, in a module that does not")
+    # The processes the tests start (hundreds: the command line, the service) run as installed:
+    # compiled once, their bytecode cached, not compiled again each time.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     # One server for the run, started by the controller (xdist's workers inherit the variable).
     if not hasattr(config, "workerinput") and not os.environ.get(postgres.URL_VARIABLE):
         config.pg_server = postgres.Server()

@@ -140,7 +140,6 @@ def run_python(script: str, *args: str, check: bool = True) -> subprocess.Comple
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     if check:
         assert proc.returncode == 0, proc.stderr
