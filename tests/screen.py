@@ -314,12 +314,17 @@ class Tmux:
         return self._tmux("capture-pane", "-p", "-t", "t", *(["-e", "-N"] if escapes else []))
 
     def wait_for(self, text: str, timeout: float = 5.0) -> str:
-        """Poll until ``text`` is on screen; return the plain capture."""
+        """Poll until ``text`` is on screen, and the screen has stopped changing (a frame can reach
+        the terminal in several writes: a capture may fall between them); return the plain capture."""
         deadline = time.monotonic() + timeout
         while True:
             screen = self.capture(escapes=False)
             if text in screen:
-                return screen
+                time.sleep(0.05)
+                again = self.capture(escapes=False)
+                if again == screen or time.monotonic() > deadline:
+                    return again if text in again else screen
+                continue
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{text!r} not on screen after {timeout}s:\n{screen}")
             time.sleep(0.02)

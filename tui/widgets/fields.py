@@ -76,7 +76,7 @@ class Field(Input):
             return
         event.stop()
         event.prevent_default()
-        to = target.destination(event.key) if isinstance(target, Field) else None
+        to = target.destination(event.key) if isinstance(target, Field) else _tab_destination(target, event.key)
         if to is not None:
             self._hand_over(to, event)  # a move typed in the burst: from where the focus is going
         elif isinstance(target, Input) and event.is_printable and not self._held:
@@ -105,6 +105,12 @@ class Field(Input):
         if self._handing_to is to:
             self._handing_to, self._held = None, False
             self.screen.set_focus(to)
+
+
+def _tab_destination(widget: Widget, key: str) -> Widget | None:
+    """Where Tab or Shift+Tab moves the focus from a widget that is not a field (a Select): there
+    too, a move typed in the burst is made from where the focus is going, not redelivered later."""
+    return _neighbour(widget, {"tab": 1, "shift+tab": -1}[key]) if key in ("tab", "shift+tab") else None
 
 
 def _neighbour(widget: Widget, step: int) -> Widget | None:
