@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from tests.support import PERIOD, T0, code, connect, password, read_store, wrong_code
+from tests.support import PERIOD, T0, code, connect, password, read_store, start_together, wrong_code
 
 from store import crypto, legacy
 from store.errors import StoreError
@@ -456,7 +456,6 @@ def test_a_newer_schema_says_to_upgrade(paths):
 
 OPENER = """
 import json, sys
-from pathlib import Path
 from store.paths import resolve
 from store.service import Service
 service = Service(resolve(sys.argv[1], sys.argv[2]))
@@ -473,27 +472,9 @@ def test_processes_opening_a_json_store_at_once_make_one_store(paths):
     must come of it, with every user once and one record of the move."""
     old = build_json_store(paths.db.parent, 2)
     before = old.files()
-    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(old.db if i % 2 else old.json), str(old.key)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(6)]  # fmt: skip
-    try:
-        for proc in procs:
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        for proc in procs:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err
-            results.append(json.loads(out))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    results = start_together(OPENER, [[old.db if i % 2 else old.json, old.key] for i in range(6)])
     everyone = sorted(doc["username"] for doc in old.docs.values())
-    assert results == [everyone] * len(procs)
+    assert results == [everyone] * 6
     # No temp file left. (-wal and -shm are SQLite's: gone unless two last closes crossed.)
     left = {p.name for p in old.folder.iterdir()} - {"store.db-wal", "store.db-shm"}
     assert left == {*before, "store.db"}

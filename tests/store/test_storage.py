@@ -4,13 +4,10 @@ and the user list's cache."""
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -37,6 +34,7 @@ from tests.support import (
     tables,
     read_store,
     run_python,
+    start_together,
     store_state,
     users_csv,
     written,
@@ -83,37 +81,6 @@ except InvalidInput:
     won = False
 print(json.dumps({"won": won, "wrong": wrong}))
 """
-
-
-def start_together(script: str, argsets: list[list[str]]) -> list[dict]:
-    """Start one process per argset, let them all get ready, release them at once, collect results."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, *map(str, args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for args in argsets
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        for proc in procs:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        return results
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 def test_processes_writing_at_once_lose_no_update(service, paths, op):
