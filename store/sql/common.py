@@ -15,7 +15,7 @@ from itertools import repeat
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from ..errors import StoreCorrupt
+from ..errors import StoreCorrupt, StoreError
 from ..lockout import lock_schedule
 from ..models import MODES, AuditEvent, NewUser, Policy
 from ..records import USER_COLUMNS, USER_FIELDS, Settings, UserRecord
@@ -45,6 +45,16 @@ COLUMNS = {
 }
 _ORDER = {"settings": "id", "users": "key", "unknown_names": "tag", "clients": "name", "audit": "id"}
 
+
+
+def check_version(name: str, version: int, *, newer_up_to: float = float("inf")) -> None:
+    """Refuses a schema version this mfa-console cannot open: a later release's (up to
+    `newer_up_to`; beyond it, a number that large is damage) or one never made."""
+    if SCHEMA_VERSION < version <= newer_up_to:
+        raise StoreError(f"store {name} has schema version {version}; this mfa-console reads version "
+                         f"{SCHEMA_VERSION} (upgrade mfa-console to open it)")  # fmt: skip
+    if not FIRST_VERSION <= version <= SCHEMA_VERSION:
+        raise StoreCorrupt(f"store {name} has no known schema version ({version}); {HINT}")
 
 class UserSummary(NamedTuple):
     """A user as listed: no secret, no hash. A tuple, as 100k of them are made at once."""

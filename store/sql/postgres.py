@@ -31,7 +31,7 @@ from psycopg.pq import TransactionStatus
 from ..errors import StoreBusy, StoreCorrupt, StoreError, StoreMissing, StoreUnreachable
 from ..records import Settings
 from ..validation import username_key
-from .common import FIRST_VERSION, HINT, SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer, new_user_rows
+from .common import HINT, SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer, check_version, new_user_rows
 from .urls import redact
 
 CONNECT_SECONDS = 5
@@ -196,11 +196,7 @@ class PostgresDatabase(Database):
             row = conn.execute("SELECT max(version), count(*) FROM mfa_console").fetchone()
         if row[1] != 1:
             raise StoreCorrupt(f"store {self.name} has no known schema version; {HINT}")
-        if row[0] > SCHEMA_VERSION:
-            raise StoreError(f"store {self.name} has schema version {row[0]}; this mfa-console reads version "
-                             f"{SCHEMA_VERSION} (upgrade mfa-console to open it)")  # fmt: skip
-        if row[0] not in (FIRST_VERSION, *UPGRADES):
-            raise StoreCorrupt(f"store {self.name} has no known schema version ({row[0]}); {HINT}")
+        check_version(self.name, row[0])
         if row[0] < SCHEMA_VERSION:
             self._upgrade()
 

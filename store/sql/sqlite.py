@@ -26,7 +26,7 @@ from ..errors import JsonLayout, StoreBusy, StoreCorrupt, StoreError, StoreMissi
 from ..fs import UnsafePath
 from ..records import Settings
 from .common import HINT as _HINT
-from .common import FIRST_VERSION, SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer
+from .common import SCHEMA_VERSION, SUMMARY_COLUMNS, Database, UserSummary, Writer, check_version
 
 APPLICATION_ID = 0x6D666163  # "mfac" in the file's header: an SQLite file that is a store of ours
 BUSY_SECONDS = 5.0  # the longest any call waits for another process's write
@@ -210,19 +210,14 @@ class SQLiteDatabase(Database):
     def _check(self) -> None:
         with self._guard():
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if SCHEMA_VERSION < version <= SCHEMA_VERSION + _NEWER_VERSIONS:
-                raise StoreError(
-                    f"store {self.path} has schema version {version}; this mfa-console reads version "
-                    f"{SCHEMA_VERSION} (upgrade mfa-console to open it)"
-                )
-            if version not in (FIRST_VERSION, *UPGRADES):  # 0, or far beyond any release: a damaged header
-                raise StoreCorrupt(f"store {self.path} has no known schema version ({version}); {_HINT}")
+            # 0, or far beyond any release: a damaged header, not a newer store
+            check_version(str(self.path), version, newer_up_to=SCHEMA_VERSION + _NEWER_VERSIONS)
             if frozenset(self._conn.execute(_SCHEMA_QUERY)) != expected_schema(version):
                 raise StoreCorrupt(f"store {self.path} does not have mfa-console's tables; {_HINT}")
-        if version < SCHEMA_VERSION:
-            self._upgrade()
             if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self._conn.execute("PRAGMA journal_mode = WAL")
+        if version < SCHEMA_VERSION:
+            self._upgrade()
 
     def _upgrade(self) -> None:
         """The statements of each newer version, and the version, in one transaction: a store is
