@@ -8,6 +8,7 @@ unknown user or unusable store, 3 locked out, 4 no active 2FA, 5 enrollment requ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import getpass
 import json
@@ -261,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command is None:
             return _dashboard(resolve(args.db, args.key))
-        code = COMMANDS[args.command](args)
+        # Each store a command opens is closed when it ends (SQLite's last close folds the WAL back
+        # into the file), not left to the interpreter's exit.
+        with contextlib.ExitStack() as args.opened:
+            code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed stdout fails here, not in the interpreter's exit
         return code
     except ImportRejected as exc:
@@ -604,11 +608,7 @@ def cmd_migrate(args) -> int:
     to = args.to if is_url(args.to) else Path(args.to).expanduser().absolute()
     if not is_url(to) and os.path.lexists(to):
         raise Fail(f"{printable(str(to))} exists: migrate makes a new store, it never writes into one", EXIT_USAGE)
-    service = _service(args)
-    try:
-        done = migrate(service, to, actor=os_actor())
-    finally:
-        service.close()
+    done = migrate(_service(args), to, actor=os_actor())
     counts = done.counts
     print(f"Copied {counts['users']:,} users and {counts['audit']:,} audit events to {printable(done.target)}; "
           "compared user by user: identical.")  # fmt: skip
@@ -686,8 +686,6 @@ def cmd_serve(args) -> int:
               limits=Limits(args.rate_client, args.rate_source), radius=radius)  # fmt: skip
     except OSError as exc:
         raise Fail(f"cannot listen on {printable(args.socket or args.listen)}: {exc.strerror or exc}", EXIT_USAGE) from exc
-    finally:
-        service.close()
     return EXIT_OK
 
 
@@ -711,7 +709,7 @@ COMMANDS = {
 def _service(args, *, quiet: bool = False) -> Service:
     """The store named by the options, opened now: a JSON store of an earlier version is moved
     to SQLite here, and said so once."""
-    service = Service(resolve(args.db, args.key))
+    service = args.opened.enter_context(contextlib.closing(Service(resolve(args.db, args.key))))
     service.db  # noqa: B018 -- opened (and moved) before anything is asked or read from stdin
     if service.migrated_from is not None and not quiet:
         print(f"mfa-console: moved the store {service.migrated_from} to SQLite at {service.db.name}; "

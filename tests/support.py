@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import pickle
+import select
 import shutil
 import signal
 import sqlite3
@@ -275,6 +276,66 @@ def damage_table(path: Path, table: str) -> None:
 MFA = (sys.executable, "-m", "cli")
 
 
+def run_forked(args: list[str], *, input: str = "", env: dict[str, str], cwd: Path,
+               timeout: float = 30) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`mfa-console args` as a process of its own, forked from this one with the command line
+    already imported: its own stdin, stdout and stderr (files, as a pipe's reader sees them), its
+    environment, folder, umask and exit code, as `python -m cli` would give, without paying the
+    interpreter's start and the imports hundreds of times in a run. It inherits this process's
+    monkeypatches (the tests' cheap scrypt); a test about the real process starts one."""
+    from cli.main import main
+
+    stdin, stdout, stderr = (os.memfd_create(name) for name in ("stdin", "stdout", "stderr"))
+    os.write(stdin, input.encode())
+    os.lseek(stdin, 0, os.SEEK_SET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of it returns into pytest
+        code = 70
+        try:
+            for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+                os.dup2(fd, target)
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(env)
+            sys.stdin = open(0, encoding="utf-8", closefd=False)
+            sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+            sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+            sys.argv = ["mfa-console", *args]
+            try:
+                code = main(list(args))
+            except SystemExit as exit:  # as the interpreter ends on one
+                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+                if isinstance(exit.code, str):
+                    print(exit.code, file=sys.stderr)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(stdin)
+    pidfd = os.pidfd_open(pid)
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired(["mfa-console", *args], timeout)
+        returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        os.close(pidfd)
+    outputs = []
+    for fd in (stdout, stderr):
+        os.lseek(fd, 0, os.SEEK_SET)
+        with open(fd, encoding="utf-8", errors="replace") as file:
+            outputs.append(file.read())
+    return subprocess.CompletedProcess(["mfa-console", *args], returncode, *outputs)
+
+
 @dataclass(frozen=True)
 class Enrolled:
     secret: str
@@ -282,7 +343,8 @@ class Enrolled:
 
 
 class Cli:
-    """Runs `mfa-console` against one store (MFA_CONSOLE_DB) in its own environment."""
+    """Runs `mfa-console` against one store (MFA_CONSOLE_DB) in its own environment, as a process
+    forked with the command line imported (`run_forked`)."""
 
     def __init__(self, tmp_path: Path):
         self.tmp = tmp_path
@@ -295,9 +357,7 @@ class Cli:
 
     def run(self, *args: str, input: str = "", code: int | None = None) -> subprocess.CompletedProcess[str]:
         """One command; stdin is `input` (never the test's terminal). `code`: the exit code expected."""
-        proc = subprocess.run(
-            [*MFA, *args], input=input, capture_output=True, text=True, env=self.env, cwd=self.tmp, timeout=30
-        )
+        proc = run_forked(list(args), input=input, env=self.env, cwd=self.tmp)
         out = proc.stdout + proc.stderr
         assert "Traceback" not in out, out
         assert "\x1b" not in out, f"raw escape in the output of {args}: {out!r}"

@@ -18,7 +18,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -27,14 +26,13 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from tests.support import PERIOD, code, enroll, password, wrong_code
 
 from store.errors import StoreCorrupt, StoreError
 from store.models import NewUser, Role
 from store.paths import StorePaths
 from store.service import Service
+from tests.support import PERIOD, code, enroll, password, run_forked, wrong_code
 
-MFA = (sys.executable, "-m", "cli")
 SEED = 20261203
 
 
@@ -190,7 +188,7 @@ def test_truncations_are_refused(pristine, copies, clock):
 def _cli(db: Path, key: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env.update(MFA_CONSOLE_DB=str(db), MFA_CONSOLE_KEY=str(key))
-    return subprocess.run([*MFA, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
+    return run_forked(list(args), input=stdin, env=env, cwd=db.parent, timeout=60)
 
 
 def check_cli(db: Path, pristine: Pristine, label: str) -> None:

@@ -35,15 +35,26 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from tests.support import PERIOD, ROOT, FakeClock, code, enroll, hand_edit_user, password, store_state, users_csv
 
 from store import crypto
 from store.errors import StoreError
+from store.exports import write_private
 from store.fs import UnsafePath
 from store.models import NewUser, Outcome, Role
 from store.paths import StorePaths
 from store.service import Service
-from store.exports import write_private
+from tests.support import (
+    PERIOD,
+    ROOT,
+    FakeClock,
+    code,
+    enroll,
+    hand_edit_user,
+    password,
+    run_forked,
+    store_state,
+    users_csv,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chown, setuid children and mounts")
 
@@ -61,10 +72,8 @@ def op(service):
 def mfa(paths: StorePaths, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
     """`mfa-console ARGS` as root on `paths`' store: never a traceback, never a raw escape."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    # The code under test wherever this checkout is, whatever the venv's editable install says.
-    env.update(MFA_CONSOLE_DB=str(paths.db), MFA_CONSOLE_KEY=str(paths.key), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "cli", *args], input=input, capture_output=True, text=True,
-                          env=env, cwd=paths.db.parent.parent, timeout=30)  # fmt: skip
+    env.update(MFA_CONSOLE_DB=str(paths.db), MFA_CONSOLE_KEY=str(paths.key))
+    proc = run_forked(list(args), input=input, env=env, cwd=paths.db.parent.parent)
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out, out
     assert "\x1b" not in out, f"raw escape in the output of {args}: {out!r}"

@@ -16,22 +16,20 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyotp
 import pytest
-from tests.support import PERIOD, T0, code, connect, password, read_store, start_together, wrong_code
 
 from store import crypto, legacy
 from store.errors import StoreError
 from store.models import Outcome, Status
 from store.paths import StorePaths, data_dir
 from store.service import RECOVERY_ALPHABET, Service
+from tests.support import PERIOD, T0, code, connect, password, read_store, run_forked, start_together, wrong_code
 
-MFA = (sys.executable, "-m", "cli")
 ISSUER = "Acme Contact Center"
 STEP = int(T0) // PERIOD  # the TOTP step the fake clock starts in
 DAY = 86400.0
@@ -336,7 +334,7 @@ def test_a_second_open_uses_the_sqlite_store_and_moves_nothing_again(old, clock)
 
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.run([*MFA, *args], capture_output=True, text=True, env=env, timeout=60)
+    proc = run_forked(list(args), env=env, cwd=Path.cwd(), timeout=60)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
 

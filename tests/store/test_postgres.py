@@ -8,8 +8,8 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -22,7 +22,7 @@ from store.service import Service
 from store.sql import redact
 from store.sql.postgres import PostgresDatabase
 from tests.postgres import end_sessions, store_schema
-from tests.support import PERIOD, code, enroll, password, query, read_store
+from tests.support import PERIOD, code, enroll, password, query, read_store, run_forked
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ def op(service):
 
 def cli(paths: StorePaths, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    return subprocess.run([sys.executable, "-m", "cli", "--db", str(paths.db), "--key", str(paths.key), *args],
-                          input=stdin, env=env, capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return run_forked(["--db", str(paths.db), "--key", str(paths.key), *args], input=stdin, env=env, cwd=Path.cwd(),
+                      timeout=timeout)  # fmt: skip
 
 
 def test_a_password_in_the_url_is_refused_before_connecting():

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import segno
 
-from tests.screen import Tmux, decode_qr
 from store.qr import QRCode, QRTooLarge, ansi_lines, fit_qr
+from tests.screen import Tmux, decode_qr
 from tests.support import ROOT
 
 URI = (

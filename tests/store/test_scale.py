@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from store.models import Status
 from store.paths import StorePaths
 from store.service import Service
-from tests.support import copy_store, read_store
+from tests.support import copy_store, read_store, run_forked
 
 USERS = 100_000
 
@@ -58,8 +58,7 @@ def status(doc: dict) -> Status:
 
 def mfa(paths: StorePaths, *args: str, input: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MFA_CONSOLE_DB": str(paths.db), "MFA_CONSOLE_KEY": str(paths.key)}
-    return subprocess.run([sys.executable, "-m", "cli", *args], input=input, capture_output=True, text=True,
-                          env=env, timeout=120)
+    return run_forked(list(args), input=input, env=env, cwd=Path.cwd(), timeout=120)
 
 
 def test_the_store_opens_with_every_user(big):

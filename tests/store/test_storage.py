@@ -31,11 +31,11 @@ from tests.support import (
     last_json_line,
     password,
     query,
-    tables,
     read_store,
     run_python,
     start_together,
     store_state,
+    tables,
     users_csv,
     written,
 )

@@ -7,9 +7,9 @@ import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from tests.support import code
 
 from store import totp
+from tests.support import code
 
 # RFC 6238 Appendix B: the seed is ASCII "1234567890" repeated to the digest's key length.
 SEEDS = {
