@@ -18,6 +18,7 @@ import math
 import signal
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from aiohttp import web
 
 from store.clients import Client
 from store.errors import StoreError
-from store.models import Outcome
+from store.models import AuthResult, Outcome
 from store.service import Service
 
 MAX_BODY = 16 * 1024  # a check is a name and a code: anything bigger is refused (413) unread
@@ -61,13 +62,27 @@ class Limits:
     def __init__(self, per_client: float, per_source: float):
         self.per_client, self.per_source = per_client, per_source
         self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._lock = threading.Lock()  # taken by the event loop and the store's threads
 
     def wait(self, kind: str, who: str) -> float:
+        with self._lock:
+            return self._wait(kind, who)
+
+    def _wait(self, kind: str, who: str) -> float:
         if len(self._buckets) > 100_000:  # a scan from many addresses: forget the buckets idle long
             now = time.monotonic()  # enough to be full again (2 s), which a new bucket is too
             self._buckets = {k: b for k, b in self._buckets.items() if now - b.at < 2.0}
         rate = self.per_client if kind == "client" else self.per_source
         return self._buckets.setdefault((kind, who), Bucket(rate)).take()
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """An error answer decided in the store's threads, made into a response on the event loop."""
+
+    status: int
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _answer(status: int = 200, **result) -> web.Response:
@@ -90,35 +105,55 @@ class Verifier:
         """A store call, in the pool's threads (never on the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
 
-    async def _client(self, request: web.Request) -> Client | web.Response:
-        """The request's client, or the response that refuses it."""
-        source = request.remote or ""
-        wait = self.limits.wait("source", source)
+    def _key(self, request: web.Request) -> str | web.Response:
+        """The request's API key, or the response that refuses the request before any store call."""
+        wait = self.limits.wait("source", request.remote or "")
         if wait:
             return _error(429, "too many requests from this address", {"Retry-After": str(math.ceil(wait))})
         key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not key:
             return _error(401, "an API key is needed (Authorization: Bearer KEY); see `mfa-console clients add`",
                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
-        client = await self.run(self.service.client_for_key, key, source)
+        return key
+
+    def _client(self, key: str, source: str) -> Client | _Refusal:
+        """The key's client, or why it is refused (in the store's threads)."""
+        client = self.service.client_for_key(key, source)
         if client is None:
-            return _error(403, "this API key is not valid here", {"WWW-Authenticate": "Bearer"})
+            return _Refusal(403, "this API key is not valid here", {"WWW-Authenticate": "Bearer"})
         wait = self.limits.wait("client", client.name)
         if wait:
-            return _error(429, "too many requests from this client", {"Retry-After": str(math.ceil(wait))})
+            return _Refusal(429, "too many requests from this client", {"Retry-After": str(math.ceil(wait))})
         return client
 
+    async def _in_store(self, request: web.Request, key: str, then: Callable[[Client], object]):
+        """The client of `key`, then `then(client)`, in one trip to the store's threads; a refusal
+        of either, as its response."""
+
+        def both():
+            client = self._client(key, request.remote or "")
+            return client if isinstance(client, _Refusal) else then(client)
+
+        answer = await self.run(both)
+        return _error(answer.status, answer.message, answer.headers) if isinstance(answer, _Refusal) else answer
+
     async def check(self, request: web.Request) -> web.Response:
-        client = await self._client(request)
-        if isinstance(client, web.Response):
-            return client
+        key = self._key(request)
+        if isinstance(key, web.Response):
+            return key
         params = await _params(request)
-        if isinstance(params, web.Response):
-            return params
-        user, code = params.get("user"), params.get("pass")
-        if not isinstance(user, str) or not isinstance(code, str) or not user:
-            return _error(400, "give 'user' and 'pass' (the code or a recovery code)")
-        result = await self.run(lambda: self.service.verify(user, code, actor=f"client:{client.name}"))
+
+        def verify(client: Client) -> AuthResult | _Refusal:
+            if isinstance(params, _Refusal):  # said once the key is known good: a stranger learns nothing
+                return params
+            user, code = params.get("user"), params.get("pass")
+            if not isinstance(user, str) or not isinstance(code, str) or not user:
+                return _Refusal(400, "give 'user' and 'pass' (the code or a recovery code)")
+            return self.service.verify(user, code, actor=f"client:{client.name}")
+
+        result = await self._in_store(request, key, verify)
+        if isinstance(result, web.Response):
+            return result
         accepted = result.outcome is Outcome.OK
         if result.outcome is Outcome.NOT_ENROLLED:
             detail = "no code to check: the user has no active 2FA (see /validate/preauth)"
@@ -128,13 +163,14 @@ class Verifier:
                        detail={"message": detail})  # fmt: skip
 
     async def preauth(self, request: web.Request) -> web.Response:
-        client = await self._client(request)
-        if isinstance(client, web.Response):
-            return client
+        key = self._key(request)
+        if isinstance(key, web.Response):
+            return key
         user = request.query.get("user", "")
-        if not user:
-            return _error(400, "give 'user'")
-        second = await self.run(self.service.second_factor, user)
+        second = await self._in_store(request, key, lambda _: self.service.second_factor(user) if user else
+                                      _Refusal(400, "give 'user'"))  # fmt: skip
+        if isinstance(second, web.Response):
+            return second
         messages = {"code": "a code is needed", "enroll": "the user must enroll first", "off": "2FA is off: no code"}
         return _answer(result={"status": True, "value": second}, detail={"message": messages[second]})
 
@@ -149,17 +185,17 @@ class Verifier:
         self._pool.shutdown(wait=True)
 
 
-async def _params(request: web.Request) -> dict | web.Response:
+async def _params(request: web.Request) -> dict | _Refusal:
     """The request's parameters: JSON or a form (privacyIDEA's clients send either)."""
     try:
         if request.content_type == "application/json":
             params = json.loads(await request.read())
-            return params if isinstance(params, dict) else _error(400, "the JSON body must be an object")
+            return params if isinstance(params, dict) else _Refusal(400, "the JSON body must be an object")
         return dict(await request.post())
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"the body is over {MAX_BODY} bytes")
+        return _Refusal(413, f"the body is over {MAX_BODY} bytes")
     except (ValueError, UnicodeDecodeError):
-        return _error(400, "the body is not valid JSON")
+        return _Refusal(400, "the body is not valid JSON")
 
 
 @web.middleware

@@ -306,6 +306,9 @@ class PostgresDatabase(Database):
         """The connection, made again if the server ended it while it was idle (a restart, a
         failover): a call that starts then just works. One cut mid-transaction is an error."""
         conn = self._conn
+        if self._batch is not None and (conn is None or conn.closed or conn.broken):
+            # Never a new connection mid-transaction: what follows would commit on its own.
+            raise StoreUnreachable(f"the connection to {self.name} was lost mid-transaction; nothing of it was kept")
         if conn is not None and conn.info.transaction_status == TransactionStatus.IDLE and not _alive(conn):
             conn.close()
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -322,20 +325,20 @@ class PostgresDatabase(Database):
         with self._connection().cursor() as cursor:
             cursor.executemany(to_psycopg(sql), rows)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Writer]:
-        conn = self._connection()
-        conn.execute("BEGIN")
-        writer = PostgresWriter(self)
-        try:
-            yield writer
-            conn.execute(writer.commit())
-        except BaseException:
-            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
-            raise
+    def _begin(self) -> Writer:
+        writer = PostgresWriter(self, self._connection())
+        writer.conn.execute("BEGIN")
+        return writer
+
+    def _commit(self, writer: PostgresWriter) -> None:
+        writer.conn.execute(writer.commit())  # on the connection that began it, whatever became of it
         if writer.keys or writer.everyone:
             self._note(None if writer.everyone else frozenset(writer.keys))  # shown here before it is heard
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
@@ -361,8 +364,9 @@ class PostgresDatabase(Database):
 class PostgresWriter(Writer):
     LOCK_ROW = " FOR UPDATE"
 
-    def __init__(self, db: PostgresDatabase):
+    def __init__(self, db: PostgresDatabase, conn: psycopg.Connection):
         super().__init__(db)
+        self.conn = conn
         self.keys: set[str] = set()
         self.everyone = False
 

@@ -261,17 +261,17 @@ class SQLiteDatabase(Database):
     def _executemany(self, sql: str, rows: Iterable[tuple]) -> None:
         self._conn.executemany(sql, rows)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Writer]:
+    def _begin(self) -> Writer:
         self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield SQLiteWriter(self)
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
+        return SQLiteWriter(self)
+
+    def _commit(self, writer: Writer) -> None:
+        self._conn.execute("COMMIT")
         self._own_writes += 1
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from store.clients import new_radius_secret
 from tests.support import MFA, PERIOD, Cli, hand_edit_user
 
 ISSUER = "Acme Contact Center"
@@ -664,3 +665,22 @@ def test_verify_as_pam_exec_calls_it(store):
     assert store.run("verify", input=oathtool(alice.secret, time.time()) + "\x00", code=0).stderr.strip() == "accepted"
     del store.env["PAM_USER"]
     assert "PAM_USER" in store.fails("verify", input="123456\n", code=2)
+
+
+# -- clients -------------------------------------------------------------------------------------
+def test_clients_add_list_secret_and_revoke(store):
+    added = store.run("clients", "add", "vpn", "--source", "10.0.0.0/8", "--radius", code=0)
+    key, secret = added.stdout.split()  # stdout: what a script keeps; the words around it on stderr
+    assert key.startswith("mfak_") and "shown this once" in added.stderr and "from 10.0.0.0/8" in added.stderr
+    # A shared secret goes into NAS forms, config files and command lines: letters and digits only.
+    assert all(len(s) == 32 and s.isascii() and s.isalnum() for s in [secret, *(new_radius_secret() for _ in range(200))])
+    assert store.run("clients", "radius-secret", "vpn", code=0).stdout.strip() == secret
+    assert not any(key in line or secret in line for line in store.dump())  # a digest, and the secret sealed
+    listed = json.loads(store.run("clients", "list", "--json", code=0).stdout)
+    assert [(c["name"], c["sources"], c["radius"], c["revoked_at"]) for c in listed] == [
+        ("vpn", ["10.0.0.0/8"], "code", None)]  # fmt: skip
+    assert "Revoked vpn" in store.run("clients", "revoke", "vpn", code=0).stdout
+    assert json.loads(store.run("clients", "list", "--json", code=0).stdout)[0]["revoked_at"] is not None
+    assert "no client 'vpn'" in store.fails("clients", "revoke", "vpn", code=2)
+    assert "vpn" in store.fails("clients", "add", "vpn", code=2)  # a name is never reused
+    assert [e["action"] for e in store.audit() if e["action"].startswith("client")] == ["client.revoke", "client.add"]
