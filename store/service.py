@@ -63,6 +63,7 @@ RECOVERY_CODES = 10
 RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 CHALLENGE_SECONDS = 300
 ENROLL_SECONDS = 1800  # time to find the phone and install an app
+REFUSALS_SECONDS = 60  # a key refused again and again from one address: one audit event a minute, with a count
 UNKNOWN = "(unknown)"  # the actor of an attempt with a name that is no user's: the name is never written
 _RECOVERY_RE = re.compile(r"^[a-z0-9]{5}-?[a-z0-9]{5}$")
 
@@ -77,6 +78,8 @@ class Service:
         self._sessions: dict[str, Session] = {}
         self._listing: _Listing | None = None
         self._listing_lock = threading.Lock()
+        self._refusals: dict[tuple[str, str], list] = {}  # (actor, detail): [first refused at, refused since]
+        self._refusals_lock = threading.Lock()
         self.migrated_from: Path | None = None  # a JSON store this process moved to SQLite
 
     # -- the store -----------------------------------------------------------------------------
@@ -581,10 +584,30 @@ class Service:
         client = self._client(row) if row is not None else None
         if client is not None and client.active and client.allows(address):
             return client
-        detail = "no such key" if client is None else "revoked" if not client.active else f"not from {address}"
-        with self._tx() as tx:
-            tx.log(f"client:{client.name}" if client else "client:(unknown)", "client.refused", None, "refused", detail)
+        actor = f"client:{client.name}" if client else "client:(unknown)"
+        reason = "no such key" if client is None else "revoked" if not client.active else "not allowed"
+        detail = self._refusal_detail(actor, f"{reason}, from {address or 'a local socket'}")
+        if detail is not None:
+            with self._tx() as tx:
+                tx.log(actor, "client.refused", None, "refused", detail)
         return None
+
+    def _refusal_detail(self, actor: str, detail: str) -> str | None:
+        """The audit detail of a refused key, or None to count it only: the first refusal of its
+        kind from an address is recorded, the same again within REFUSALS_SECONDS counted, the
+        count recorded with the next one after (a scan's guesses cannot flood the log)."""
+        now, mark = self._clock(), (actor, detail)
+        with self._refusals_lock:
+            seen = self._refusals.get(mark)
+            if seen is not None and now - seen[0] < REFUSALS_SECONDS:
+                seen[1] += 1
+                return None
+            if len(self._refusals) >= 10_000:  # addresses gone quiet are forgotten first
+                self._refusals = {k: v for k, v in self._refusals.items() if now - v[0] < REFUSALS_SECONDS}
+            self._refusals[mark] = [now, 0]
+        if seen is not None and seen[1]:
+            return f"{detail}; {seen[1]} more the same way since {_dt(seen[0]):%Y-%m-%d %H:%M:%S} UTC"
+        return detail
 
     def _client(self, row: tuple) -> Client:
         try:

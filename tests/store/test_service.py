@@ -895,3 +895,27 @@ def test_cross_process_sanity(paths, service):
         paths.key,
     )
     assert last_json_line(proc) == ["ada", "alice", "bob", "sam"]
+
+
+# -- the verification service's clients ----------------------------------------------------------
+def test_a_key_refused_again_and_again_is_audited_once_a_minute_with_a_count(service, clock):
+    op = service.operator("tester")
+    _, key = service.add_client(op, "intranet", ("10.1.0.0/16",))
+
+    def refused() -> list[tuple[str, str]]:
+        return [(e.actor, e.detail) for e in reversed(service.audit(op)) if e.action == "client.refused"]
+
+    for guess in range(50):  # a scan of keys from one address
+        assert service.client_for_key(f"mfak_guess{guess}", "192.0.2.7") is None
+    assert service.client_for_key(key, "192.0.2.7") is None  # the right key, from the wrong place
+    assert service.client_for_key("mfak_guess", "192.0.2.8") is None  # another address
+    assert service.client_for_key(key, "10.1.2.3").name == "intranet"
+    assert refused() == [("client:(unknown)", "no such key, from 192.0.2.7"),
+                         ("client:intranet", "not allowed, from 192.0.2.7"),
+                         ("client:(unknown)", "no such key, from 192.0.2.8")]  # fmt: skip
+    clock.advance(59)
+    assert service.client_for_key("mfak_again", "192.0.2.7") is None  # still in the minute: counted
+    clock.advance(2)
+    assert service.client_for_key("mfak_later", "192.0.2.7") is None
+    assert refused()[-1] == ("client:(unknown)", "no such key, from 192.0.2.7; 50 more the same way since "
+                             f"{datetime.fromtimestamp(clock() - 61, UTC):%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip
