@@ -670,9 +670,15 @@ def cmd_serve(args) -> int:
     if args.tls_cert:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
-            tls.load_cert_chain(args.tls_cert, args.tls_key)
+            key = fs.open_private_key(Path(args.tls_key))
+        except OSError as exc:
+            raise Fail(f"cannot open the TLS key {printable(args.tls_key)}: {exc.strerror or exc}", EXIT_USAGE) from exc
+        try:
+            tls.load_cert_chain(args.tls_cert, f"/proc/self/fd/{key}")  # the file checked, not the path again
         except (OSError, ssl.SSLError) as exc:
             raise Fail(f"cannot load the TLS certificate or key: {exc}", EXIT_USAGE) from exc
+        finally:
+            os.close(key)
     radius = None
     if args.radius:
         radius_host, _, radius_port = args.radius.rpartition(":")

@@ -196,6 +196,33 @@ def read_private_file(path: Path, *, secret: bool) -> bytes:
         os.close(fd)
 
 
+def open_private_key(path: Path) -> int:
+    """An fd of a private key file another program made (a TLS key), checked on the file opened:
+    a link only if we or root made it (certbot's are root's), a regular file, ours or root's, not
+    writable by anyone else and not readable by everyone (a group may read it: Debian's ssl-cert)."""
+    me = os.geteuid()
+    lst = os.lstat(path)
+    if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in (me, 0):
+        raise UnsafePath(f"{path} is a symbolic link owned by {_who(lst.st_uid)}: refusing to follow it")
+    real = Path(os.path.realpath(path))
+    folder = check_folder(real.parent)
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{path} is not a regular file: refusing it")
+        trusted = _trusted(folder.st_uid)
+        if st.st_uid not in trusted:
+            raise _not_trusted(path, st.st_uid, trusted)
+        if st.st_mode & 0o027:
+            raise UnsafePath(f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}); a private key "
+                             f"must not be: fix: `chmod 600 {path}` (or 640 for a group such as ssl-cert)")  # fmt: skip
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_new_file(path: Path, write: Callable[[int], None], *, force: bool = False) -> None:
     """Writes a file for people (an export), 0600; `write` gets an fd.
 

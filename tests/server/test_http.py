@@ -6,6 +6,7 @@ store decides (once, across services) run on both engines, the rest on SQLite.""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 from store.models import NewUser, PolicyMode, Role
 from store.paths import StorePaths
 from store.service import Service
-from tests.support import Served, everything_stored, query, read_store, start_service
+from tests.support import Served, everything_stored, query, read_store, run_forked, start_service
 
 
 
@@ -267,6 +268,25 @@ def self_signed(folder) -> tuple[str, str]:
                                            serialization.NoEncryption()))  # fmt: skip
     key_file.chmod(0o600)
     return str(cert_file), str(key_file)
+
+
+def test_a_tls_key_others_could_read_or_swap_is_refused(tmp_path):
+    cert, key = self_signed(tmp_path)
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo, 0o600)
+
+    def serve(key_file) -> str:
+        proc = run_forked(["--db", str(tmp_path / "store.db"), "serve", "--listen", "127.0.0.1:0", "--tls-cert", cert,
+                           "--tls-key", str(key_file)], env=dict(os.environ), cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+        return proc.stderr
+
+    os.chmod(key, 0o644)
+    assert "is open to other users (mode 0644)" in serve(key)
+    os.chmod(key, 0o620)
+    assert "is open to other users (mode 0620)" in serve(key)
+    assert "is not a regular file" in serve(fifo)  # refused, not waited on
+    assert "No such file" in serve(tmp_path / "missing.pem")
 
 
 def test_https_with_a_certificate_and_a_unix_socket(setup, tmp_path):
