@@ -48,7 +48,8 @@ Groups (`--only`), with the floor each figure is divided by (issue 9's "How fast
   process) on POST /validate/check, each a first use of an enrolled user's code, every answer
   checked; p50 and p99 of one check under that load. Floor: an aiohttp server that reads the form
   and answers a constant JSON, same client, same load, interleaved. Then the peak RSS of `serve`
-  (beside the constant server's). Rate limits are set far above the load.
+  (beside the constant server's). Rate limits are set far above the load. Then one check at a
+  time: an unknown name's REJECT beside a wrong code's, interleaved in random order.
 
 Every store lives in a temporary folder (0700), deleted afterwards. Users are enrolled in-process
 once per store, with codes an hour old, so that any code of now is new to them; each run uses
@@ -920,6 +921,7 @@ SERVICE_LOGINS = 20  # PAM logins of each kind a run, interleaved
 HTTP_CLIENTS = 50  # concurrent HTTP clients, keep-alive
 HTTP_CHECKS = 3000  # checks a run (each a first use of its user's step), as many floor requests
 HTTP_WARM = 300  # untimed checks before the first run (each side)
+HTTP_ENUMERATION = 200  # wrong-code and unknown-name checks of each kind a run, one at a time
 GA_MODULE = "pam_google_authenticator.so"
 RADIUS_TIMEOUT = 10  # pam_radius_auth's seconds before it asks again (sshd setups use 3-10)
 
@@ -1125,6 +1127,7 @@ def service_runs(work: Path, folder: Path, env: dict[str, str], enrolled: dict[s
             out.update(_http_runs(http + "/validate/check", floor_url + "/validate/check", key, enrolled["http"], runs,
                                   env))
             out["peak_floor"] = _peak_mb(floor.pid)
+            out["enumeration"] = _http_enumeration(http, key, enrolled["http"], HTTP_ENUMERATION * runs)
         out["peak"] = _peak_mb(ours.pid)
         out["rss"] = _rss_mb(ours.pid)
     finally:
@@ -1188,6 +1191,42 @@ def _http_runs(ours: str, floor: str, key: str, pool: list[list[str]], runs: int
     return out
 
 
+def _http_enumeration(url: str, key: str, pool: list[list[str]], samples: int) -> dict:
+    """One check at a time over one keep-alive connection: a wrong code of an enrolled user (a
+    user at most 4 times: the fifth would lock) and an unknown name, interleaved in random order;
+    each answer must be the same REJECT."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-www-form-urlencoded"}
+    rng = random.Random(12)
+    out: dict[str, list[float]] = {"wrong": [], "unknown": []}
+
+    def timed(user: str, code: str) -> float:
+        started = time.perf_counter()
+        conn.request("POST", "/validate/check", f"user={user}&pass={code}", headers)
+        body = json.loads(conn.getresponse().read())
+        took = time.perf_counter() - started
+        assert body["result"]["authentication"] == "REJECT" and body["detail"]["message"] == "wrong code", body
+        return took
+
+    users = [user for user, _ in pool for _ in range(4)]
+    for i in range(samples + 20):  # the first 20 untimed
+        secret = dict(pool).get(users[i])
+        near = {pyotp.TOTP(secret).at(time.time() + d) for d in (-60, -30, 0, 30, 60)}
+        code = next(c for c in (f"{rng.randrange(10**6):06d}" for _ in range(99)) if c not in near)
+        unknown = f"{rng.choice(FIRST)}.{rng.choice(LAST)}.{rng.randrange(10**9)}".lower()
+        kinds = [("wrong", users[i]), ("unknown", unknown)]
+        rng.shuffle(kinds)
+        for kind, user in kinds:
+            took = timed(user, code)
+            if i >= 20:
+                out[kind].append(took)
+    conn.close()
+    return out
+
+
 def service_figures(figures: Figures, users: int, d: dict, groups: set[str]) -> None:
     if "service-pam" in groups:
         figures.add("service: SSH-style login, pamtester → pam_radius_auth → RADIUS", users, d["login"],
@@ -1215,6 +1254,11 @@ def service_figures(figures: Figures, users: int, d: dict, groups: set[str]) -> 
         figures.add("service: one check's latency p50, under that load", users, d["p50"], d["p50_floor"])
         figures.add("service: checks not ACCEPT (HTTP)", users, [d["wrong"]], unit="count", target="0", max_value=0,
                     note="every answer's status and result.authentication checked")
+        e = d["enumeration"]
+        figures.add("service: an unknown name's REJECT vs a wrong code's (HTTP)", users, e["unknown"], e["wrong"],
+                    target="≈ 1 (0.9–1.1)", ratio_range=(0.9, 1.1),
+                    note=f"one check at a time, keep-alive, {len(e['wrong'])} of each interleaved in random order; "
+                         "the same answer each time (checked)")
     figures.add("service: peak memory (RSS) of `serve`", users, [d["peak"]],
                 [d["peak_floor"]] if "peak_floor" in d else None, unit="MB",
                 note=f"VmHWM after every figure above (RSS then: {d['rss']:.0f} MB); floor: the constant aiohttp "

@@ -97,7 +97,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 class Verifier:
-    def __init__(self, service: Service, limits: Limits, threads: int = 8):
+    # Threads waiting on the store are what group commit batches: 16 checks a commit at most
+    # (8 gave 900 checks a second here, 16 gave 1,150, 32 and 64 no more).
+    def __init__(self, service: Service, limits: Limits, threads: int = 16):
         self.service, self.limits = service, limits
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
 
