@@ -478,10 +478,19 @@ class Service:
             return _user(replace(record, active=active), tx.policy, self._clock())
 
     def reset_2fa(self, actor: Session, username: str) -> User:
-        """Secret and recovery codes wiped: the user is Pending and must enroll again."""
+        """Secret and recovery codes wiped: the user is Pending and must enroll again. A Pending
+        user has nothing to reset (refused: their days Pending would start again, hiding them in
+        the chase list), except an enrollment begun, which is cancelled (its key may have leaked)."""
         self._require(actor, admin=True)
         with self._tx() as tx:
             record = self._record(tx, username)
+            if record.secret is None:
+                if record.pending_secret is None:
+                    raise PolicyError(f"{record.username} has no 2FA to reset: not set up yet (Pending)")
+                changes = dict(pending_secret=None)
+                tx.w.update_user(record.key, **changes)
+                tx.log(actor.actor, "2fa.reset", record.key, "ok", "an enrollment begun, cancelled")
+                return _user(replace(record, **changes), tx.policy, self._clock())
             changes = dict(secret=None, pending_secret=None, activated_at=None, last_step=None, reset_at=self._clock())
             changes["recovery"] = recovery_column([])
             tx.w.update_user(record.key, **changes)

@@ -173,6 +173,20 @@ class TestEnrollment:
         assert service.verify("alice", codes[0]).outcome is Outcome.NOT_ENROLLED
         assert service.login("alice", password("alice")).outcome is Outcome.ENROLLMENT_REQUIRED
 
+    def test_a_pending_user_has_nothing_to_reset_but_an_enrollment_begun_is_cancelled(self, service, paths, op, clock):
+        since = service.get_user(op, "alice").pending_since
+        before = store_state(paths.db)
+        with pytest.raises(PolicyError, match="no 2FA to reset"):
+            service.reset_2fa(op, "alice")
+        assert store_state(paths.db) == before  # nothing written: their days Pending go on counting
+        begun = service.begin_enrollment(op, "alice")
+        clock.advance(PERIOD)
+        user = service.reset_2fa(op, "alice")
+        assert user.status is Status.PENDING and user.pending_since == since
+        with pytest.raises(PolicyError, match="no enrollment is under way"):  # its key is dead
+            service.confirm_enrollment(op, "alice", code(begun.secret, clock))
+        assert service.audit(op, action="2fa.reset")[0].detail == "an enrollment begun, cancelled"
+
 
 # -- sign-in ---------------------------------------------------------------------------------
 
@@ -523,7 +537,7 @@ def admin_calls(clock, alice_pending_secret):
         ("confirm_enrollment(other)", lambda s, a: s.confirm_enrollment(a, "alice", code(alice_pending_secret, clock))),
         ("begin_enrollment(other)", lambda s, a: s.begin_enrollment(a, "alice")),
         ("cancel_enrollment(other)", lambda s, a: s.cancel_enrollment(a, "alice")),
-        ("reset_2fa", lambda s, a: s.reset_2fa(a, "sam")),
+        ("reset_2fa", lambda s, a: s.reset_2fa(a, "alice")),  # Activated by the calls above
         ("seed_users", lambda s, a: s.seed_users(a, [SeedUser(NewUser("gus", "Gus", Role.ADMIN), T0, T0, None)])),
         ("set_enabled", lambda s, a: s.set_enabled(a, False)),
         ("set_mode", lambda s, a: s.set_mode(a, PolicyMode.MANDATORY)),
@@ -749,7 +763,7 @@ class TestAudit:
         for _ in range(5):
             service.verify("ada", wrong_code(secret, clock))  # the 5th locks
         service.unlock(ada, "ada")
-        service.reset_2fa(ada, "bob")
+        service.reset_2fa(ada, "alice")  # her enrollment begun above: cancelled
         service.add_user(ada, NewUser("eve", "Eve", Role.AGENT))
         service.edit_user(ada, "eve", team="Sales")
         service.import_users(ada, users_csv(["frank", "gina"]))
@@ -776,7 +790,7 @@ class TestAudit:
             ("ada", "lock", "ada", "locked"),
             ("verify", "verify", "ada", "failed"),
             ("ada", "user.unlock", "ada", "ok"),
-            ("ada", "2fa.reset", "bob", "ok"),
+            ("ada", "2fa.reset", "alice", "ok"),
             ("ada", "user.add", "eve", "ok"),
             ("ada", "user.edit", "eve", "ok"),
             ("ada", "user.import", None, "ok"),
@@ -791,6 +805,8 @@ class TestAudit:
         assert got[5:] == expected
 
     def test_events_are_timestamped_newest_first(self, service, op, clock):
+        for name in ("alice", "bob"):
+            enroll(service, op, name, clock)
         service.reset_2fa(op, "alice")
         clock.advance(60)
         service.reset_2fa(op, "bob")

@@ -87,6 +87,44 @@ async def test_a_password_managers_burst_signs_in_and_never_shows_the_password(p
         assert isinstance(pilot.app.screen, MainScreen)
 
 
+def post_burst(pilot, keys) -> None:
+    for key in keys:  # all posted before any is handled, as one read from the terminal
+        pilot.app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+
+async def test_a_burst_after_a_failed_sign_in_starts_from_the_name(paths, service, clock):
+    """A failed attempt starts the form over from the name (as login(1) does): the password
+    manager's next burst, which starts with the name, never types the password into it."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        post_burst(pilot, [*"ada", "tab", *"wrong-password", "enter"])
+        await settle(pilot)
+        assert "Wrong username, password or code." in screen_text(pilot.app)
+        username = pilot.app.screen.query_one("#username", Input)
+        assert username.value == "" and username.has_focus
+        post_burst(pilot, [*"ada", "tab", *"ada-password", "enter"])
+        await settle(pilot)
+        assert username.value == "ada" and "ada-password" not in screen_text(pilot.app)
+        assert pilot.app.screen.query_one("#code", Input).display
+        await pilot.press(*code(secret, clock), "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+
+
+async def test_a_burst_with_the_code_signs_in(paths, service, clock):
+    """KeePassXC's {USERNAME}{TAB}{PASSWORD}{ENTER}{TOTP}{ENTER}: the code is typed before its field
+    shows (the password is still being checked); it waits, then goes there."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        post_burst(pilot, [*"ada", "tab", *"ada-password", "enter", *code(secret, clock), "enter"])
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+    signs_in = [(e.action, e.outcome) for e in service.audit(service.operator("t")) if e.action.startswith("login")]
+    assert signs_in == [("login", "ok"), ("login.password", "ok")]  # newest first: no failure
+
+
 async def test_a_burst_the_focus_move_splits_keeps_every_key(paths, service, clock):
     """The terminal hands a burst over in pieces: the password's first keys are typed into its
     field before the focus gets there, the rest after. The focus arriving must not select (and so
@@ -175,7 +213,7 @@ async def test_admin_resets_and_unlocks(paths, service, clock):
     for _ in range(5):
         service.login("bob", "bad-password")
     assert user(service, "bob").locked_until is not None
-    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+    async with make_app(paths, clock).run_test(size=SIZE, notifications=True) as pilot:
         await sign_in(pilot, "ada", "ada-password", code(secret, clock))
         grid = pilot.app.screen.query_one(UserGrid)
         grid.cursor = [u.username for u in grid.rows].index("alice")
@@ -191,6 +229,12 @@ async def test_admin_resets_and_unlocks(paths, service, clock):
         await pilot.press("u")
         await settle(pilot)
         assert user(service, "bob").locked_until is None
+        since = user(service, "bob").pending_since
+        await pilot.press("r")  # bob is Pending: no dialog about an authenticator they do not have
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, ConfirmDialog)
+        assert any("bob has no 2FA to reset" in str(n.message) for n in pilot.app._notifications)
+        assert user(service, "bob").pending_since == since
 
 
 async def test_mandatory_policy_locks_the_checkbox(paths, service, clock):

@@ -45,7 +45,7 @@ class LoginScreen(StoreWork, Screen):
             yield Static(Content(printable(self.app.title)), classes="title", id="login-title")
             yield Static(Content("Sign in"), classes="subtitle")
             yield Field(placeholder="Username", id="username", next_on_enter=True)
-            yield Field(placeholder="Password", password=True, id="password")
+            yield Field(placeholder="Password", password=True, id="password", hold_after_submit=True)
             yield Field(placeholder="6-digit code from your authenticator app", id="code", max_length=16)
             yield Static(id="login-message", classes="message")
             if self.demo:
@@ -76,7 +76,8 @@ class LoginScreen(StoreWork, Screen):
                         exclusive=True)
 
     def after_password(self, result: AuthResult) -> None:
-        self.query_one("#password", Input).value = ""
+        password = self.query_one("#password", Field)
+        password.value = ""
         if result.outcome is Outcome.CODE_REQUIRED:
             self.challenge = result.session
             for field in ("#username", "#password"):  # done with: Esc starts over
@@ -84,9 +85,12 @@ class LoginScreen(StoreWork, Screen):
             code = self.query_one("#code", Input)
             code.display = True
             code.value = ""
-            code.focus()
+            self.set_focus(code)
+            password.release_held(code)  # the code of a password manager's burst, typed ahead
             self._code_hint()
-        elif result.outcome is Outcome.ENROLLMENT_REQUIRED:
+            return
+        password.release_held(None)
+        if result.outcome is Outcome.ENROLLMENT_REQUIRED:
             self.say("Two-factor authentication must be set up first.", error=False)
             from .wizard import EnrollmentWizard  # segno and the wizard load only for enrollment
 
@@ -95,6 +99,7 @@ class LoginScreen(StoreWork, Screen):
         elif result.outcome is Outcome.OK:
             self.app.signed_in(result.session)
         else:
+            self.action_restart()
             self.failed(result)
 
     def after_enrollment(self, result: ConfirmResult | None) -> None:
@@ -130,6 +135,7 @@ class LoginScreen(StoreWork, Screen):
             self.say(WRONG)
 
     def store_failed(self, error: BaseException | None) -> None:
+        self.query_one("#password", Field).release_held(None)
         if isinstance(error, StoreError) and self.challenge is not None:
             self.action_restart()  # e.g. the code step timed out: start again with the password
         self.say(printable(str(error)) if isinstance(error, StoreError) else WRONG)
@@ -159,10 +165,10 @@ class LoginScreen(StoreWork, Screen):
         self.query_one("#code").display = False
         for field in ("#username", "#password"):
             self.query_one(field, Input).disabled = False
-        self.query_one("#password", Input).value = ""
-        # The name stays: the password is what comes next (typed into the name, it would show).
-        username = self.query_one("#username", Input)
-        self.screen.set_focus(self.query_one("#password", Input) if username.value.strip() else username)
+            self.query_one(field, Input).value = ""
+        # From the name, as login(1) asks again: a password manager types the name first, and a
+        # person sees an empty name field where the password would otherwise show in clear.
+        self.set_focus(self.query_one("#username", Input))
 
 
 class FirstRunScreen(StoreWork, Screen):

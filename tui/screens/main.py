@@ -354,6 +354,9 @@ class MainScreen(StoreWork, Screen):
         user = self.selected()
         if user is None:
             return
+        if user.status is Status.PENDING:  # nothing to reset: the store says so, or cancels an enrollment begun
+            self._do(self.app.service.reset_2fa, user, f"The enrollment {user.username} had begun is cancelled.")
+            return
         body = (
             f"Reset two-factor authentication of {printable(user.name)} ({printable(user.username)})?\n\n"
             "Their authenticator entry and recovery codes stop working at once; "

@@ -48,10 +48,14 @@ class Field(Input):
     """An Input that keeps the order of a burst across focus changes (see the module's doc)."""
 
     def __init__(self, *args, next_on_enter: bool = False, leave_to: Callable[[], Widget] | None = None,
-                 **kwargs) -> None:  # fmt: skip
+                 hold_after_submit: bool = False, **kwargs) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self.next_on_enter = next_on_enter  # Enter moves to the next field (the last one submits)
         self.leave_to = leave_to  # Enter moves the focus there (a search box's results, say)
+        # Keys typed after Enter submitted (a password manager's code, typed before the code's
+        # field shows) are held until the form says where they go: `release_held`.
+        self.hold_after_submit = hold_after_submit
+        self._after_submit: list[events.Key] | None = None
         self._handing_to: Widget | None = None  # the focus goes there once the keys queued here are done
         self._held: bool = False  # a key was held for after the hand-over: the later ones wait too
         self.typed_ahead = False  # keys were typed in before the focus arrived (type_into)
@@ -65,6 +69,11 @@ class Field(Input):
             self.call_later(setattr, self, "select_on_focus", keep)  # after Input's handler
 
     def on_key(self, event: events.Key) -> None:
+        if self._after_submit is not None:
+            event.stop()
+            event.prevent_default()
+            self._after_submit.append(events.Key(event.key, event.character))
+            return
         screen = self.screen
         target = self._handing_to
         if target is None and screen.focused not in (self, None):
@@ -73,6 +82,8 @@ class Field(Input):
             to = self.destination(event.key)
             if to is not None:
                 self._hand_over(to, event)
+            elif event.key == "enter" and self.hold_after_submit:
+                self._after_submit = []  # Input submits; what follows waits for the answer
             return
         event.stop()
         event.prevent_default()
@@ -84,6 +95,19 @@ class Field(Input):
         else:
             self._held = True
             self.call_later(redeliver, events.Key(event.key, event.character), self.app)
+
+    def release_held(self, to: Widget | None) -> None:
+        """The keys held since this field submitted: on to `to`, the form's next field, which has
+        the focus by now; None drops them (the form was refused: they were meant for a step that
+        does not come)."""
+        held, self._after_submit = self._after_submit or [], None
+        if not isinstance(to, Input):
+            return
+        for key in held:
+            if key.key == "enter":
+                to.call_later(to.action_submit)  # the rest, if any, was typed for a step after that one
+                return
+            type_into(to, key)  # a Tab, an arrow: not typed (there is nothing to move to)
 
     def destination(self, key: str) -> Widget | None:
         """Where `key` moves the focus from this field, or None: the key is the field's own."""
