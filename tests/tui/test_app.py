@@ -315,6 +315,13 @@ async def test_search_and_filter(paths, service, clock):
         await pilot.press("f", "f")  # Disabled -> all
         await pilot.press("slash", *"ali")
         assert [u.username for u in grid.rows] == ["alice"]
+        await settle(pilot)
+        footer = screen_text(pilot.app).splitlines()[-1]  # what a person can press now: never blank
+        assert "⏎ To the list" in footer and "esc Clear" in footer, footer
+        await pilot.press("4", *"login")  # the Audit tab's filter, the same
+        await settle(pilot)
+        footer = screen_text(pilot.app).splitlines()[-1]
+        assert "⏎ To the list" in footer and "esc Clear" in footer, footer
 
 
 async def test_pending_user_enrolls_at_sign_in_then_reaches_the_main_screen(paths, service, clock):
@@ -590,6 +597,21 @@ async def test_tab_names_and_the_audit_hint_are_legible(paths, service, clock):
             for tab in ("Rollout", "Users", "Security"):
                 assert worst_contrast(pilot.app, 1, tab) >= 4.5, (theme, tab)
             assert worst_contrast(pilot.app, 3, "Type to filter") >= 4.5, theme
+
+
+async def test_the_sign_in_screen_reads_on_light_themes(paths, service, clock):
+    """The fields' placeholders are their only labels, and the footer's key letters say what to
+    press: Textual draws them at 2:1 to 4:1 on light themes."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(pilot.app).splitlines()
+        rows = {what: next(i for i, line in enumerate(text) if what in line) for what in ("Username", "Password")}
+        for theme in ("textual-light", "catppuccin-latte", "rose-pine-dawn", "atom-one-light", "textual-dark"):
+            pilot.app.theme = theme
+            await settle(pilot)
+            for what, row in rows.items():
+                assert worst_contrast(pilot.app, row, what) >= 4.5, (theme, what)
+            assert worst_contrast(pilot.app, len(text) - 1, "^r") >= 4.5, theme
 
 
 async def test_a_lockout_that_runs_out_leaves_the_grid(paths, service, clock):

@@ -22,7 +22,7 @@ from store.models import AuditEvent
 from store.validation import printable
 
 from .table import Column, LineTable
-from .fields import Field, type_into
+from .fields import FilterField, type_into
 
 COLUMNS = (
     Column("Time (UTC)", 16),
@@ -61,8 +61,9 @@ class AuditView(Vertical):
         self._events: Sequence[AuditEvent] = ()
 
     def compose(self) -> ComposeResult:
-        yield Field(placeholder="Type to filter: user, action, target, outcome, detail", id="audit-filter",
-                    leave_to=lambda: self.table, select_on_focus=False)  # letters typed on the table add to it
+        yield FilterField(placeholder="Type to filter: user, action, target, outcome, detail", id="audit-filter",
+                          leave_to=lambda: self.table, on_clear=self.action_clear_filter,
+                          select_on_focus=False)  # letters typed on the table add to it  # fmt: skip
         yield AuditTable(COLUMNS, _key, cells, id="audit-table")
         yield Static(id="audit-selected")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from textual import events
+from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Input
 
@@ -150,3 +151,20 @@ def typed_for_field(event: events.Key, focused) -> bool:
         type_into(focused, event)
         return True
     return False
+
+
+class FilterField(Field):
+    """A search or filter box over a list. The keys typed are its text, so the footer's one-key
+    shortcuts give way: it shows this box's own keys instead of going blank."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "To the list"),
+        Binding("escape", "clear", "Clear"),
+    ]
+
+    def __init__(self, *args, on_clear: Callable[[], object], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_clear = on_clear
+
+    def action_clear(self) -> None:
+        self._on_clear()

@@ -6,7 +6,6 @@ Search, status filter and team are reactives; any change re-filters the grid in 
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.reactive import reactive
@@ -17,18 +16,9 @@ from store.models import Rollout, Status, User
 from store.validation import printable
 
 from .user_grid import Filter, UserGrid, UserIndex
-from .fields import Field
+from .fields import FilterField
 
 STATUS_FILTERS: tuple[Status | None, ...] = (None, Status.PENDING, Status.ACTIVATED, Status.DISABLED)
-
-
-class SearchField(Field):
-    """The search box. Typed keys are text here, so the footer's shortcuts give way to these."""
-
-    BINDINGS = [
-        Binding("enter", "submit", "To the list"),
-        Binding("escape", "screen.clear_search", "Clear search"),
-    ]
 
 
 class UsersView(Vertical):
@@ -46,8 +36,8 @@ class UsersView(Vertical):
         with Horizontal(id="rollout"):
             yield Static(id="rollout-text")
             yield ProgressBar(total=100, show_eta=False, show_percentage=False, id="rollout-bar")
-        yield SearchField(placeholder="Search username, name or team (Enter: to the grid, Esc: clear)",
-                          id="search", leave_to=lambda: self.grid)  # fmt: skip
+        yield FilterField(placeholder="Search username, name or team (Enter: to the grid, Esc: clear)",
+                          id="search", leave_to=lambda: self.grid, on_clear=self.clear)  # fmt: skip
         yield Static(id="filter-line")
         yield UserGrid(id="grid")
 
