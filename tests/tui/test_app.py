@@ -33,6 +33,7 @@ from tui.screens.common import ConfirmDialog, ErrorScreen
 from tui.screens.login import FirstRunScreen, LoginScreen
 from tui.screens.main import MainScreen, add_client_command
 from tui.screens.wizard import EnrollmentWizard
+from tui.widgets.audit import AuditView
 from tui.widgets.security import SecurityView
 from tui.widgets.user_grid import UserGrid
 
@@ -597,6 +598,37 @@ async def test_tab_names_and_the_audit_hint_are_legible(paths, service, clock):
             for tab in ("Rollout", "Users", "Security"):
                 assert worst_contrast(pilot.app, 1, tab) >= 4.5, (theme, tab)
             assert worst_contrast(pilot.app, 3, "Type to filter") >= 4.5, theme
+
+
+@pytest.mark.parametrize("width", [60, 80, 160])
+async def test_s_sorts_by_each_column_shown_in_turn(paths, service, clock, width):
+    """A column the width leaves out is not sorted on: there would be no ▲ to say so."""
+    async with make_app(paths, clock).run_test(size=(width, 24)) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        grid = pilot.app.screen.query_one(UserGrid)
+        shown = [column for column, _ in grid._column_widths(grid.size.width)]
+        sorted_by = []
+        for _ in range(len(shown)):
+            await pilot.press("s")
+            sorted_by.append(grid.sort_column)
+            assert "▲" in screen_text(pilot.app)
+        assert sorted_by == [*shown[1:], shown[0]]
+        assert (len(shown) < 7) == (width < 160)  # the narrow ones do leave some out
+
+
+async def test_the_audit_tab_shows_the_selected_events_detail_whole(paths, service, clock):
+    op = service.operator("tester")
+    networks = ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "2001:db8::/32")
+    service.add_client(op, "a-very-long-client-name-for-the-vpn-gateway", networks)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("4")
+        await settle(pilot)
+        table = pilot.app.screen.query_one(AuditView).table
+        table.cursor = next(i for i, e in enumerate(table.rows) if e.action == "client.add")
+        await settle(pilot)
+        shown = " ".join(screen_text(pilot.app).split())
+        assert "from 10.0.0.1/32 10.0.0.2/32 10.0.0.3/32 10.0.0.4/32 2001:db8::/32" in shown, shown
 
 
 async def test_the_sign_in_screen_reads_on_light_themes(paths, service, clock):

@@ -365,8 +365,10 @@ class UserGrid(CursorRows):
 
     # -- actions -------------------------------------------------------------------------------
     def action_sort(self) -> None:
+        """The next column shown: a column the width leaves out is no sort one can see."""
         self._resorted = self.cursor == 0
-        self.sort_column = (self.sort_column + 1) % len(COLUMNS)
+        shown = [column for column, _ in self._column_widths(self.size.width)] or [0]
+        self.sort_column = next((c for c in shown if c > self.sort_column), shown[0])
 
     def action_reverse(self) -> None:
         self._resorted = self.cursor == 0
