@@ -9,7 +9,7 @@ import pytest
 from textual import events
 from textual.widgets import Checkbox, Input
 
-from store.errors import PermissionDenied, StoreError
+from store.errors import PermissionDenied, StoreError, UnknownUser
 from store.models import NewUser, Outcome, Role, Status
 from store.paths import StorePaths, resolve
 from store.service import Service
@@ -29,7 +29,7 @@ from tests.support import (
 )
 from tui.commands import MainScreenCommands
 from tui.screens.agent import AgentScreen
-from tui.screens.common import ConfirmDialog, ErrorScreen
+from tui.screens.common import ConfirmDialog, ErrorScreen, PromptDialog
 from tui.screens.login import FirstRunScreen, LoginScreen
 from tui.screens.main import MainScreen, add_client_command
 from tui.screens.wizard import EnrollmentWizard
@@ -505,6 +505,23 @@ async def test_add_user_and_export(paths, service, clock, tmp_path):
     assert (out.stat().st_mode & 0o777) == 0o600
 
 
+async def test_add_user_errors_take_the_focus_to_the_first_field_to_fix(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("a")
+        await settle(pilot)
+        form = pilot.app.screen
+        form.query_one("#new-username", Input).value = "yuki"
+        form.query_one("#new-email", Input).value = "not an address"
+        form.query_one("#new-password", Input).value = "short"
+        form.set_focus(form.query_one("#new-password", Input))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert pilot.app.focused is form.query_one("#new-name", Input)  # above the email and the password
+        with pytest.raises(UnknownUser):
+            user(service, "yuki")
+
+
 async def test_add_user_shows_the_role_it_will_give(paths, service, clock):
     """The Role field is a Select: in the form's one-line rows it once showed only the top edge
     of its box, and not the role chosen."""
@@ -666,6 +683,9 @@ async def test_import_of_a_missing_file_says_so(paths, service, clock, tmp_path)
         await admin_main_screen(pilot, service, clock)
         await pilot.press("i")
         await settle(pilot)
+        await pilot.press("enter")  # no path yet: the dialog stays, and says why
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, PromptDialog) and "Type it first" in screen_text(pilot.app)
         pilot.app.screen.query_one("#prompt-input", Input).value = str(tmp_path / "nope.csv")
         await pilot.press("enter")
         await settle(pilot)
@@ -740,11 +760,15 @@ async def test_no_clients_says_how_to_add_one(paths, service, clock):
         view = pilot.app.screen.query_one(SecurityView)
         view.scroll_end(animate=False)
         await settle(pilot)
-        text = " ".join(screen_text(pilot.app).split())
-        assert "No clients yet" in text and "mfa-console --db" in text and "clients add NAME" in text
+        lines = screen_text(pilot.app).splitlines()
+        text = " ".join(" ".join(lines).split())
+        assert "No clients yet" in text and "clients add NAME" in text
+        # Each part on a line of its own (this test's long path still wraps at 80 columns).
+        assert any(line.strip() == "mfa-console \\" for line in lines)
+        assert any(line.strip() == "clients add NAME [--source CIDR]..." for line in lines)
         assert not view.clients_table.display
         # Not the default store: the command names it, as `mfa-console` alone would open another.
-        assert view.add_command == f"mfa-console --db {paths.db} clients add NAME [--source CIDR]..."
+        assert view.add_command == f"mfa-console \\\n    --db {paths.db} \\\n    clients add NAME [--source CIDR]..."
         await pilot.press("r")  # nothing to revoke: said, not asked
         await settle(pilot)
         assert not isinstance(pilot.app.screen, ConfirmDialog)
@@ -754,11 +778,16 @@ def test_the_command_to_add_a_client_names_the_store_only_when_needed(tmp_path):
     assert add_client_command(resolve()) == "mfa-console clients add NAME [--source CIDR]..."
     elsewhere = StorePaths(tmp_path / "my store.db", tmp_path / "keys" / "store.key")
     assert add_client_command(elsewhere) == (
-        f"mfa-console --db '{tmp_path}/my store.db' --key {tmp_path}/keys/store.key clients add NAME [--source CIDR]..."
+        f"mfa-console \\\n    --db '{tmp_path}/my store.db' \\\n    --key {tmp_path}/keys/store.key \\\n    "
+        "clients add NAME [--source CIDR]..."
     )
+    command = add_client_command(elsewhere).replace("NAME [--source CIDR]...", "vpn")  # as a shell reads it
+    shown = subprocess.run(["sh", "-c", 'printf "%s\\n" ' + command.removeprefix("mfa-console ")], capture_output=True,
+                           text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert shown == ["--db", f"{tmp_path}/my store.db", "--key", f"{tmp_path}/keys/store.key", "clients", "add", "vpn"]
     url = StorePaths("postgresql://mfa:secret@db.example/mfa", resolve().key)  # the password is not shown
     assert add_client_command(url) == (
-        "mfa-console --db postgresql://mfa@db.example/mfa clients add NAME [--source CIDR]..."
+        "mfa-console \\\n    --db postgresql://mfa@db.example/mfa \\\n    clients add NAME [--source CIDR]..."
     )
 
 

@@ -159,7 +159,8 @@ async def test_walk_every_step_with_keys(service: Service) -> None:
         await pilot.press("enter", "enter")  # Enter in a hurry neither ticks the box nor continues
         await pilot.pause()
         assert wizard(app).step == "codes" and continue_button.disabled
-        assert "Tick “I have saved them” first." in screen_text(app)
+        said = next(line for line in screen_text(app).splitlines() if "Tick “I have saved them” first." in line)
+        assert "Continue" in said  # on the button's label line, not on its edge
         await pilot.press("space")  # tick "I have saved them": a deliberate key, then Enter continues
         await pilot.pause()
         assert not continue_button.disabled and isinstance(app.focused, Checkbox)

@@ -81,8 +81,11 @@ class PromptDialog(Dialog[str | None]):
             yield Static(Content(self.title_text), classes="title")
             yield Static(Content(self.body), classes="body")
             yield Field(self.value, placeholder=self.placeholder, id="prompt-input")
-            yield Static(Content("Enter: OK · Esc: cancel"), classes="hint")
+            yield Static(Content("Enter: OK · Esc: cancel"), classes="hint", id="prompt-hint")
 
     @on(Input.Submitted)
     def accept(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        if not event.value.strip():  # said here: an Enter that closed the dialog looked like nothing happened
+            self.query_one("#prompt-hint", Static).update(Content("Type it first · Enter: OK · Esc: cancel"))
+            return
+        self.dismiss(event.value.strip())

@@ -70,18 +70,21 @@ class AddUserDialog(StoreWork, Dialog[User | None]):
     @on(Button.Pressed, "#add")
     def add(self) -> None:
         value = lambda id: self.query_one(f"#{id}", Input).value  # noqa: E731
-        problems = []
+        problems, wrong = [], []
         for field, check in (("new-username", clean_username), ("new-name", clean_name),
                              ("new-team", clean_team), ("new-email", clean_email)):  # fmt: skip
             try:
                 check(value(field))
             except InvalidInput as error:
                 problems.append(str(error))
+                wrong.append(field)
         password = value("new-password")
         if password and len(password) < 8:
             problems.append("password: at least 8 characters")
+            wrong.append("new-password")
         if problems:
             self._say("\n".join(problems))
+            self.set_focus(self.query_one(f"#{wrong[0]}", Input))  # the first to fix, as the form reads
             return
         new = NewUser(value("new-username"), value("new-name"), self.query_one("#new-role", Select).value,
                       email=value("new-email") or None, team=value("new-team") or None)

@@ -547,13 +547,16 @@ class MainScreen(StoreWork, Screen):
 
 def add_client_command(paths: StorePaths) -> str:
     """The command that adds a client to this dashboard's store: with --db (and --key) when plain
-    `mfa-console` would open another one (the demo's, a store named by --db)."""
-    command = ["mfa-console"]
+    `mfa-console` would open another one (the demo's, a store named by --db). Each option on a
+    line of its own, continued with a backslash: a long path made the terminal wrap the command
+    mid-way, and a copy of it then ran half of one."""
+    lines = ["mfa-console"]
     if paths.db != resolve().db:
-        command += ["--db", paths.shown]  # a URL without its password: libpq finds it as here
+        lines.append(shlex.join(["--db", paths.shown]))  # a URL without its password: libpq finds it as here
     if paths.key != resolve(str(paths.db)).key:
-        command += ["--key", str(paths.key)]
-    return shlex.join(command) + " clients add NAME [--source CIDR]..."
+        lines.append(shlex.join(["--key", str(paths.key)]))
+    lines.append("clients add NAME [--source CIDR]...")
+    return " ".join(lines) if len(lines) == 2 else " \\\n    ".join(lines)
 
 
 def export_users(path: str, users: list[User], force: bool) -> None:

@@ -116,6 +116,9 @@ class EnrollmentWizard(StoreWork, Dialog[ConfirmResult | None]):
     EnrollmentWizard .wizard--buttons Button {
         margin-right: 2;
     }
+    EnrollmentWizard .wizard--buttons .wizard--message {
+        margin-top: 1;  /* on the button's label line, not on its top edge */
+    }
     EnrollmentWizard .wizard--hint {
         color: $text-muted;
         margin: 0;

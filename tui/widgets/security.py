@@ -164,7 +164,8 @@ class SecurityView(VerticalScroll):
             who = "r revokes the selected client (it asks first)."
         else:
             who = ""
-        hint = ADD_HINT + printable(self.add_command) + ("\n" + who if who else "")  # a path may hold anything
+        command = "\n".join(printable(line) for line in self.add_command.split("\n"))  # a path may hold anything
+        hint = ADD_HINT + command + ("\n" + who if who else "")
         self.query_one("#clients-hint", Static).update(Content(hint))
 
     def on_line_table_highlighted(self, event: LineTable.Highlighted) -> None:
