@@ -150,7 +150,8 @@ def test_every_command_but_the_dashboard_runs_without_textual_or_psycopg(tmp_pat
     result = last_json_line(proc)
     assert sorted(result["codes"]) == sorted(result["offered"])  # every command the parser offers ran
     assert result["loaded"] == []  # nor psycopg, on an SQLite store
-    expected = {"users unlock": 1, "enroll": 1, "verify": 4, "login": 5}  # refused: not locked, wrong codes, Pending
+    # Refused: nothing to reset or unlock, wrong codes, Pending.
+    expected = {"users reset-2fa": 1, "users unlock": 1, "enroll": 1, "verify": 4, "login": 5}
     assert result["codes"] == {name: expected.get(name, 0) for name in result["offered"]}, proc.stderr
 
 
