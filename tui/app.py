@@ -153,6 +153,8 @@ class MfaConsoleApp(StoreWork, App[None]):
         # The enrollment wizard's recovery-codes step (duck-typed: the wizard is imported when first used).
         if action == "quit" and getattr(self.screen, "step", None) == "codes":
             return False  # the recovery codes are shown once: `q` must not lose them (ctrl+q still quits)
+        if action == "quit" and getattr(self.focused, "letters_filter", False):
+            return False  # `q` starts a filter there: the footer must not say it quits (ctrl+q does)
         return True
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -319,10 +319,19 @@ async def test_search_and_filter(paths, service, clock):
         await settle(pilot)
         footer = screen_text(pilot.app).splitlines()[-1]  # what a person can press now: never blank
         assert "⏎ To the list" in footer and "esc Clear" in footer, footer
-        await pilot.press("4", *"login")  # the Audit tab's filter, the same
+        await pilot.press("escape", "4")  # a digit in the search box is text: Esc first
         await settle(pilot)
+        await pilot.press(*"login")  # the Audit tab's filter, the same
+        await settle(pilot)
+        assert pilot.app.screen.active_tab == "audit-tab"
         footer = screen_text(pilot.app).splitlines()[-1]
         assert "⏎ To the list" in footer and "esc Clear" in footer, footer
+        await pilot.press("enter")  # to the events: letters typed there filter, `q` too
+        await settle(pilot)
+        footer = screen_text(pilot.app).splitlines()[-1]
+        assert "q Quit" not in footer, footer  # `q` filters here
+        await pilot.press("q")
+        assert pilot.app.is_running and pilot.app.screen.query_one("#audit-filter", Input).value == "loginq"
 
 
 async def test_pending_user_enrolls_at_sign_in_then_reaches_the_main_screen(paths, service, clock):
@@ -763,6 +772,11 @@ async def test_no_clients_says_how_to_add_one(paths, service, clock):
         lines = screen_text(pilot.app).splitlines()
         text = " ".join(" ".join(lines).split())
         assert "No clients yet" in text and "clients add NAME" in text
+        view.scroll_home(animate=False)
+        await pilot.press("tab")  # no list to Tab to: the section takes the focus, how to add one in view
+        await settle(pilot)
+        assert "Clients are added on the command line" in " ".join(screen_text(pilot.app).split())
+        lines = screen_text(pilot.app).splitlines()
         # Each part on a line of its own (this test's long path still wraps at 80 columns).
         assert any(line.strip() == "mfa-console \\" for line in lines)
         assert any(line.strip() == "clients add NAME [--source CIDR]..." for line in lines)

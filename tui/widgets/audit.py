@@ -41,7 +41,9 @@ def cells(event: AuditEvent) -> tuple[str, ...]:
 
 
 class AuditTable(LineTable):
-    """Letters typed here go to the filter (a burst of them keeps its order)."""
+    """Letters typed here go to the filter (a burst of them keeps its order), `q` too."""
+
+    letters_filter = True  # the footer does not offer `q Quit` here (MfaConsoleApp.check_action)
 
     def on_key(self, event: events.Key) -> None:
         if not event.is_printable or event.character in TAB_KEYS:

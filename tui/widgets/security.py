@@ -157,6 +157,8 @@ class SecurityView(VerticalScroll):
         self.query_one("#clients-note", Static).update(Content(printable(note)))
         table.display = bool(clients)
         table.set_rows(clients or ())
+        # No list to Tab to: the section itself takes the focus, which scrolls how to add one into view.
+        self.query_one("#clients").can_focus = not clients
         self._show_selected()
         if not self.may_change:
             who = "Administrators can revoke a client here; you can view them only."
