@@ -27,9 +27,13 @@ def time_step(unix_time: float, period: int = 30) -> int:
     return int(unix_time // period)
 
 
+def _totp(secret: str, digits: int, algorithm: str, period: int) -> pyotp.TOTP:
+    return pyotp.TOTP(secret, digits=digits, digest=DIGESTS[algorithm], interval=period)
+
+
 def code_at_step(secret: str, step: int, *, digits: int = 6, algorithm: str = "SHA1", period: int = 30) -> str:
     # The step is the HOTP counter (RFC 6238 §4): no clock or time zone conversion on the way.
-    return pyotp.TOTP(secret, digits=digits, digest=DIGESTS[algorithm], interval=period).generate_otp(step)
+    return _totp(secret, digits, algorithm, period).generate_otp(step)
 
 
 def matching_step(secret: str, code: str, now: float, *, window: int = 1, digits: int = 6, period: int = 30) -> int | None:
@@ -39,8 +43,9 @@ def matching_step(secret: str, code: str, now: float, *, window: int = 1, digits
     """
     current = time_step(now, period)
     found = None
+    totp = _totp(secret, digits, "SHA1", period)  # one per check: a service checks hundreds a second
     for step in range(current - window, current + window + 1):
-        expected = code_at_step(secret, step, digits=digits, period=period)
+        expected = totp.generate_otp(step)
         if hmac.compare_digest(expected.encode(), code.encode()) and found is None:
             found = step
     return found

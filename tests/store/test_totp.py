@@ -6,6 +6,7 @@ import base64
 import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pyotp
 import pytest
 
 from store import totp
@@ -106,12 +107,14 @@ class TestMatchingStep:
     def test_every_candidate_is_computed(self, monkeypatch):
         """No early exit: the step that matches does not change how much work is done."""
         calls = []
-        real = totp.code_at_step
-        monkeypatch.setattr(totp, "code_at_step", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+        real = pyotp.TOTP.generate_otp
         base = totp.time_step(self.NOW)
         for offset in (-1, 0, 1):
-            calls.clear()
-            assert totp.matching_step(self.SECRET, real(self.SECRET, base + offset), self.NOW) == base + offset
+            code_now = totp.code_at_step(self.SECRET, base + offset)
+            with monkeypatch.context() as patch:
+                patch.setattr(pyotp.TOTP, "generate_otp", lambda self, step: calls.append(step) or real(self, step))
+                calls.clear()
+                assert totp.matching_step(self.SECRET, code_now, self.NOW) == base + offset
             assert calls == [base - 1, base, base + 1]
 
     def test_agrees_with_an_independent_authenticator(self, clock):
