@@ -236,6 +236,9 @@ async def test_admin_resets_and_unlocks(paths, service, clock):
         assert not isinstance(pilot.app.screen, ConfirmDialog)
         assert any("bob has no 2FA to reset" in str(n.message) for n in pilot.app._notifications)
         assert user(service, "bob").pending_since == since
+        await pilot.press("a")  # a dialog next: the toast, drawn over its buttons, goes
+        await settle(pilot)
+        assert not list(pilot.app._notifications)
 
 
 async def test_mandatory_policy_locks_the_checkbox(paths, service, clock):

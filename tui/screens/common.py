@@ -41,6 +41,10 @@ class Dialog(ModalScreen[ScreenResultType]):
         Binding("q", "app.quit", "Quit", show=False),
     ]
 
+    def on_mount(self) -> None:
+        # A toast still showing (the last action's) is drawn over a dialog's lower edge, its buttons.
+        self.app.clear_notifications()
+
 
 class ConfirmDialog(Dialog[bool]):
     """A yes/no question; Enter confirms only when the confirm button has focus."""
