@@ -337,6 +337,14 @@ async def test_search_and_filter(paths, service, clock):
         assert pilot.app.is_running and pilot.app.screen.query_one("#audit-filter", Input).value == "loginq"
 
 
+async def test_an_empty_grid_says_what_filters_it(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("f", "f", "f", "slash", *"zz")  # Disabled only, and a search
+        await settle(pilot)
+        assert 'No user matches: search "zz" (Esc), Disabled only (f).' in screen_text(pilot.app)
+
+
 async def test_pending_user_enrolls_at_sign_in_then_reaches_the_main_screen(paths, service, clock):
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await sign_in(pilot, "ada", "ada-password")

@@ -84,6 +84,18 @@ class Filter:
     team: str | None = None  # "" for users without a team; None for every team
 
 
+def no_match(wanted: Filter) -> str:
+    """Why the grid is empty: what filters it, each with the key that undoes it."""
+    parts = []
+    if wanted.query:
+        parts.append(f'search "{wanted.query}" (Esc)')
+    if wanted.status is not None:
+        parts.append(f"{wanted.status.value.title()} only (f)")
+    if wanted.team is not None:
+        parts.append(f"team {wanted.team or '(none)'} (Esc)")
+    return printable(f"No user matches: {', '.join(parts)}.")
+
+
 class Order:
     """The users in one sort order, and the lists a search scans, built in that same order: a
     keystroke then reads memory in sequence (a shuffled list's texts take several times longer).
@@ -429,7 +441,7 @@ class UserGrid(CursorRows):
         index = int(self.scroll_y) + y - 1
         if index >= len(self._rows):
             if index == 0:  # nothing to show: say why, rather than a blank grid
-                empty = "No user matches the search and filter (Esc clears the search, f the filter)."
+                empty = no_match(self._filter)
                 if self._filter == Filter():
                     empty = "No users yet." if not self._index.users else "Reading the users…"
                 style = base + self.get_component_rich_style("user-grid--empty", partial=True)
