@@ -78,3 +78,18 @@ async def test_another_process_activates_a_user_and_the_tab_follows(paths, servi
         assert "Activated 2 of 4 (50%)" in text and "activated today 2" in text
         assert view.numbers.daily[-1].activations == 2  # the chart's last bar
         assert "Chase 2 · Billing" in text
+
+
+async def test_with_2fa_off_the_chase_list_says_why_it_is_empty(paths, service, clock):
+    from store.models import PolicyMode
+
+    op = service.operator("tester")
+    service.set_mode(op, PolicyMode.OPTIONAL)
+    service.set_enabled(op, False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "sam", "sam-password")  # 2FA off: the password alone
+        for _ in range(50):  # the report is made in a thread
+            await settle(pilot)
+            if "Chase 0" in screen_text(pilot.app):
+                break
+        assert "2FA is off: none to chase." in screen_text(pilot.app)  # whole, at 80 columns

@@ -187,6 +187,9 @@ class RolloutView(StoreWork, Vertical):
         rows = self._chase_rows()
         if rows is not self.chase.rows:
             self.chase.set_rows(rows)
+        off = self.numbers is not None and self.numbers.overall.disabled and not self.numbers.overall.pending
+        self.chase.empty = "2FA is off: none to chase." if off else "No one is Pending here."
+        self.chase.refresh()
         self._title_chase()
 
     def _title_chase(self) -> None:

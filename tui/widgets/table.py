@@ -99,6 +99,7 @@ class LineTable(CursorRows):
         self.columns = tuple(columns)
         self._key = key
         self._cells = cells
+        self.empty = ""  # said on the first line while there are no rows
         self._rows: Sequence[Any] = ()
         self._layout: tuple[int, list[tuple[int, int]]] = (-1, [])  # (width, [(column, width)])
 
@@ -175,6 +176,8 @@ class LineTable(CursorRows):
             return Strip([Segment(titles, style)]).crop_extend(0, width, style)
         index = int(self.scroll_y) + y - 1
         if index >= len(self._rows):
+            if index == 0 and self.empty:  # nothing to show: say why, rather than a blank table
+                return Strip([Segment(fit(printable(self.empty), width, False), base)]).crop_extend(0, width, base)
             return Strip.blank(width, base)
         style = base
         if index == self.cursor:
