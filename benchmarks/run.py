@@ -1495,6 +1495,9 @@ def main() -> int:
     _compile()  # installed, the project's modules are compiled once (pip does it), as the libraries' are
     figures = Figures()
     base = Path(tempfile.mkdtemp(prefix="mfa-bench-"))  # 0700
+    # The dashboard's preferences of a fresh user (the sign-in lands on Users, the default theme):
+    # not the ones of whoever runs this, which a run would also overwrite.
+    env["XDG_CONFIG_HOME"] = str(_mkdir(base / "config"))
     stores: dict[int, tuple[Path, Path, list]] = {}
     try:
         for users in sizes:
