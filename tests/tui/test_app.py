@@ -113,6 +113,22 @@ async def test_a_burst_after_a_failed_sign_in_starts_from_the_name(paths, servic
         assert isinstance(pilot.app.screen, MainScreen)
 
 
+async def test_enter_in_the_password_without_a_name_keeps_the_field_working(paths, service, clock):
+    """Enter with no name asks for the name, and no answer is awaited: the password field takes keys again."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        post_burst(pilot, ["tab", *"ada-", "enter"])
+        await settle(pilot)
+        assert pilot.app.screen.query_one("#username", Input).has_focus
+        post_burst(pilot, [*"ada", "tab", *"password", "enter"])
+        await settle(pilot)
+        assert pilot.app.screen.query_one("#code", Input).display  # "ada-password": the password was right
+        await pilot.press(*code(secret, clock), "enter")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+
+
 async def test_a_burst_with_the_code_signs_in(paths, service, clock):
     """KeePassXC's {USERNAME}{TAB}{PASSWORD}{ENTER}{TOTP}{ENTER}: the code is typed before its field
     shows (the password is still being checked); it waits, then goes there."""

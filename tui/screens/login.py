@@ -68,7 +68,8 @@ class LoginScreen(StoreWork, Screen):
     def submit_password(self) -> None:
         username = self.query_one("#username", Input).value.strip()
         password = self.query_one("#password", Input).value
-        if not username:
+        if not username:  # nothing is checked, so nothing typed next waits for an answer
+            self.query_one("#password", Field).release_held(None)
             self.query_one("#username", Input).focus()
             return
         self.say("Checking…", error=False)
