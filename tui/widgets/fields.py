@@ -104,11 +104,11 @@ class Field(Input):
         held, self._after_submit = self._after_submit or [], None
         if not isinstance(to, Input):
             return
-        for key in held:
+        for key in held:  # printable keys typed in; others (a Tab, an arrow) have nowhere to move
             if key.key == "enter":
                 to.call_later(to.action_submit)  # the rest, if any, was typed for a step after that one
                 return
-            type_into(to, key)  # a Tab, an arrow: not typed (there is nothing to move to)
+            type_into(to, key)
 
     def destination(self, key: str) -> Widget | None:
         """Where `key` moves the focus from this field, or None: the key is the field's own."""
