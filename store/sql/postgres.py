@@ -321,7 +321,7 @@ class PostgresDatabase(Database):
     def _execute(self, sql: str, params: tuple | dict = ()) -> psycopg.Cursor:
         return self._connection().execute(to_psycopg(sql), params)
 
-    def _executemany(self, sql: str, rows: Iterable[tuple]) -> None:
+    def _executemany(self, sql: str, rows: Iterable[tuple], *, validated: bool = False) -> None:
         with self._connection().cursor() as cursor:
             cursor.executemany(to_psycopg(sql), rows)
 

@@ -520,3 +520,12 @@ def test_pausing_the_collector_leaves_it_as_it_was_even_when_threads_overlap(ena
         assert gc.isenabled() == enabled
     finally:
         gc.enable()
+
+
+def test_the_tables_checks_hold_again_after_an_import(service, op):
+    """An import skips the users table's CHECK constraints for rows the service checked (SQLite
+    builds a table per row for `role IN (...)`); the same connection checks the next row again."""
+    service.import_users(op, users_csv(["dora"]))
+    with pytest.raises(StoreError), service.db.write() as w:
+        w.execute("INSERT INTO users (key, username, name, role, created_at) VALUES ('eve', 'eve', 'Eve', 'root', 0)")
+    assert "eve" not in usernames(service, op) and "dora" in usernames(service, op)
