@@ -9,6 +9,8 @@ column, equal values by username).
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from textual.widgets import Input
@@ -204,6 +206,39 @@ def test_every_result_of_a_long_session_of_typing_matches_the_brute_force(column
         assert got == brute(query, status, team, column, reverse), (query, status, team)
     assert order.position(users[7].username) == [u.username for u in order.users].index(users[7].username)
     assert order.position("nobody") is None
+
+
+CHANGES_IN_PLACE = {  # what a change touches, and the kept orders it leaves in place
+    "a sign-in": (lambda u, i: replace(u, last_login_at=datetime(2026, 1, 1 + i % 28, tzinfo=UTC)), {(1, True), (3, False)}),
+    "a reset": (lambda u, i: replace(u, status=Status.PENDING if u.status is Status.ACTIVATED else Status.ACTIVATED), {(1, True)}),
+    "a new name": (lambda u, i: replace(u, name=f"Zoë Renamed {i}", team="Night Shift"), {(3, False)}),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES_IN_PLACE)
+def test_the_index_after_a_change_in_place_is_the_one_made_anew(change):
+    """The snapshot after a few users changed in place patches the orders where those users keep
+    their places (a sort at 100k users takes ~80 ms), and shows exactly what a new index shows."""
+    remake, kept = CHANGES_IN_PLACE[change]
+    rng = random.Random(len(change))
+    users = _people(rng, 1500)
+    previous = UserIndex(users)
+    for sort in ((1, True), (3, False)):  # the orders an index keeps (ORDERS_KEPT)
+        previous.order(*sort).prepare()
+    changed = rng.sample(range(len(users)), 5)
+    after = list(users)
+    for i in changed:
+        after[i] = remake(users[i], i)
+    index = UserIndex.following(previous, tuple(after))
+    assert {sort for sort in ((1, True), (3, False)) if index.cached(*sort)} == kept
+    brute = Brute(after)
+    for sort in ((0, False), (1, True), (3, False), (6, True)):
+        order = index.order(*sort)
+        assert [u.username for u in order.users] == brute(column=sort[0], reverse=sort[1])
+        assert order.users == UserIndex(after).order(*sort).users  # the new records, not the old
+        for query, status in (("", Status.PENDING), ("zoë", None), ("night", Status.ACTIVATED), ("an", None)):
+            got = [order.users[p].username for p in order.select(Filter(query, status))]
+            assert got == brute(query, status, None, *sort), (sort, query, status)
 
 
 @pytest.mark.heavy

@@ -9,11 +9,12 @@ from textual.binding import Binding
 from textual.containers import Center, Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from store.models import ConfirmResult, Session, Status, User
 from store.validation import printable
 
+from ..widgets.footer import Footer
 from ..widgets.user_grid import BADGES
 from ..work import StoreWork
 from .common import ConfirmDialog

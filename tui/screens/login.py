@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Center, Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Static
+from textual.widgets import Button, Input, Label, Static
 
 from store.errors import StoreError
 from store.models import AuthResult, ConfirmResult, NewUser, Outcome, Role
@@ -18,6 +18,7 @@ from store.service import Service, os_actor
 from store.validation import printable
 
 from ..widgets.fields import Field
+from ..widgets.footer import Footer
 from ..work import StoreWork
 
 WRONG = "Wrong username, password or code."

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane
 from textual.worker import Worker
 
 from store.clients import Client
@@ -28,6 +28,7 @@ from store.validation import printable
 
 from ..commands import MainScreenCommands
 from ..widgets.audit import AuditView
+from ..widgets.footer import Footer
 from ..widgets.rollout import RolloutView
 from ..widgets.security import SecurityView
 from ..widgets.user_grid import COLUMNS, UserIndex
@@ -180,8 +181,9 @@ class MainScreen(StoreWork, Screen):
             rollout, policy = service.rollout(self.session), service.policy()
         except StoreError as error:
             return error
-        preloaded = self.app.preloaded  # made while the password was typed, if still the same users
-        index = preloaded if preloaded is not None and preloaded.users is users else UserIndex(users)
+        # The last snapshot's, or the one made while the password was typed.
+        previous = self.snapshot.index if self.snapshot is not None else self.app.preloaded
+        index = previous if previous is not None and previous.users is users else UserIndex.following(previous, users)
         order = index.order(*sort)
         if prepare:
             order.prepare()

@@ -33,6 +33,7 @@ BADGES = {Status.PENDING: "○ Pending", Status.ACTIVATED: "● Activated", Stat
 DEACTIVATED, LOCKED = "✕ Deactivated", "▲ Locked"
 ORDERS_KEPT = 2  # sort orders kept per snapshot (each holds a search text per user)
 RESULTS_KEPT = 8  # filter results kept per order: backspace, and the base a longer query refines
+PATCHED_AT_MOST = 32  # users changed in place that a kept order takes in; more: sorted again
 USERNAME_SHOWN = 20  # a username this long is never cut at 80 columns: it is the identity
 
 
@@ -125,6 +126,18 @@ class Order:
                                [u.status for u in users], [u.team or "" for u in users])  # fmt: skip
             return self._lists
 
+    def patched(self, changed: list[tuple[User, User]]) -> Order:
+        """This order with each (old, new) user swapped in place: new records whose places in
+        it are those of the old ones. Its search lists come along (built here if need be)."""
+        usernames, haystacks, statuses, teams = self.prepare()
+        users, haystacks, statuses, teams = list(self.users), list(haystacks), list(statuses), list(teams)
+        for old, new in changed:
+            at = usernames.index(old.username)
+            users[at], haystacks[at], statuses[at], teams[at] = new, haystack(new), new.status, new.team or ""
+        order = Order(users)
+        order._lists = usernames, haystacks, statuses, teams  # the usernames did not change
+        return order
+
     def position(self, username: str) -> int | None:
         try:
             return self.prepare()[0].index(username)  # compares strings in C: about 1 ms for 100k
@@ -177,6 +190,25 @@ class UserIndex:
         self.username_width = max(COLUMNS[0].min_width, min(longest, USERNAME_SHOWN))
         self._by_username: list[User] | None = None
         self._orders: dict[tuple[int, bool], Order] = {}
+
+    @classmethod
+    def following(cls, previous: UserIndex | None, users: Sequence[User]) -> UserIndex:
+        """The index of `users`, the snapshot after `previous`'s. A sign-in or a reset remakes
+        one user in place (the store lists users in a stable order); the orders kept whose
+        places those users keep are patched, not sorted again (~80 ms at 100k users)."""
+        index = cls(users)
+        if previous is None or len(previous.users) != len(users):
+            return index
+        changed = [(old, new) for old, new in zip(previous.users, users) if old is not new]
+        if len(changed) > PATCHED_AT_MOST or any(old.username != new.username for old, new in changed):
+            return index
+        for (column, reverse), order in tuple(previous._orders.items()):  # the grid's thread may add one
+            sort_key = COLUMNS[column].sort_key
+            if all(sort_key(old) == sort_key(new) for old, new in changed):
+                index._orders[(column, reverse)] = order.patched(changed)
+        if (0, False) in index._orders:
+            index._by_username = index._orders[(0, False)].users
+        return index
 
     def cached(self, column: int, reverse: bool) -> Order | None:
         return self._orders.get((column, reverse))
