@@ -12,6 +12,7 @@ import contextlib
 import csv
 import getpass
 import json
+import math
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from store import fs, legacy
-from store.csvio import users_to_json
+from store.csvio import csv_cell, users_to_json
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError, StoreMissing
 from store.exports import write_private, write_users
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
@@ -35,6 +36,7 @@ from store.validation import printable
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_LOCKED, EXIT_NOT_ENROLLED, EXIT_ENROLL = 0, 1, 2, 3, 4, 5
 SIDE_WIDTH = 33  # the text column beside a QR code: 80 - 45 (QR) - 2 (gap)
 CONFIRM_TRIES = 3
+DEFAULT_LISTEN = "127.0.0.1:8765"  # loopback: a reverse proxy or TLS in front for others
 
 
 class Fail(Exception):
@@ -213,16 +215,16 @@ def _clients_arguments(clients: argparse.ArgumentParser) -> None:
 
 
 def _serve_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--listen", default="127.0.0.1:8765", metavar="HOST:PORT",
-                   help="where to listen (default 127.0.0.1:8765, loopback: put a reverse proxy in front, or TLS)")
+    s.add_argument("--listen", metavar="HOST:PORT",
+                   help=f"where to listen (default {DEFAULT_LISTEN}, loopback: put a reverse proxy in front, or TLS)")
     s.add_argument("--socket", metavar="PATH", help="listen on a Unix socket instead")
     s.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate chain (PEM) ...")
     s.add_argument("--tls-key", metavar="FILE", help="... and its private key (PEM)")
     s.add_argument("--radius", metavar="[HOST:]PORT",
                    help="also answer RADIUS Access-Requests on this UDP port (e.g. 1812; HOST defaults to --listen's)")
-    s.add_argument("--rate-client", type=float, default=100.0, metavar="N",
+    s.add_argument("--rate-client", type=_rate, default=100.0, metavar="N",
                    help="checks per second per client (bursts of twice that; default 100)")
-    s.add_argument("--rate-source", type=float, default=50.0, metavar="N",
+    s.add_argument("--rate-source", type=_rate, default=50.0, metavar="N",
                    help="requests per second per source address (bursts of twice that; default 50)")  # fmt: skip
     _store_options(s)
 
@@ -571,7 +573,7 @@ def cmd_report(args) -> int:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         if args.by:
             writer.writerow(REPORT_TEAM_FIELDS)
-            writer.writerows((team or "", *rest) for team, *rest in team_rows)
+            writer.writerows(map(csv_cell, row) for row in team_rows)  # a team name is text typed by people
         else:
             writer.writerow(("generated_at", *overall))
             writer.writerow((_iso(now), *overall.values()))
@@ -661,9 +663,12 @@ def cmd_serve(args) -> int:
 
     from server.http import Limits, serve  # imported here: aiohttp loads for this command only
 
-    host, _, port = args.listen.rpartition(":")
-    if not args.socket and (not host or not port.isdigit()):
-        raise Fail(f"--listen wants HOST:PORT, not {printable(args.listen)}", EXIT_USAGE)
+    if args.socket and args.listen:
+        raise Fail("give --listen or --socket, not both", EXIT_USAGE)
+    listen = args.listen or DEFAULT_LISTEN
+    host, _, port = listen.rpartition(":")
+    if not args.socket and (not host or not _is_port(port)):
+        raise Fail(f"--listen wants HOST:PORT (a port from 0 to 65535), not {printable(listen)}", EXIT_USAGE)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise Fail("TLS needs both --tls-cert and --tls-key", EXIT_USAGE)
     tls = None
@@ -682,8 +687,8 @@ def cmd_serve(args) -> int:
     radius = None
     if args.radius:
         radius_host, _, radius_port = args.radius.rpartition(":")
-        if not radius_port.isdigit():
-            raise Fail(f"--radius wants [HOST:]PORT, not {printable(args.radius)}", EXIT_USAGE)
+        if not _is_port(radius_port):
+            raise Fail(f"--radius wants [HOST:]PORT (a port from 0 to 65535), not {printable(args.radius)}", EXIT_USAGE)
         radius = ((radius_host or host or "127.0.0.1").strip("[]"), int(radius_port))
     service = _service(args)
     service.policy()  # a missing, damaged or unreachable store is said now, not at the first check
@@ -691,7 +696,7 @@ def cmd_serve(args) -> int:
         serve(service, host=host.strip("[]"), port=int(port or 0), socket_path=args.socket, tls=tls,
               limits=Limits(args.rate_client, args.rate_source), radius=radius)  # fmt: skip
     except OSError as exc:
-        raise Fail(f"cannot listen on {printable(args.socket or args.listen)}: {exc.strerror or exc}", EXIT_USAGE) from exc
+        raise Fail(f"cannot listen on {printable(args.socket or listen)}: {exc.strerror or exc}", EXIT_USAGE) from exc
     return EXIT_OK
 
 
@@ -906,6 +911,20 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected requests per second above 0, got {text!r}")
+    return value
+
+
+def _is_port(text: str) -> bool:
+    return text.isdigit() and int(text) <= 65535
 
 
 def _since(text: str) -> datetime:

@@ -190,14 +190,18 @@ class Verifier:
 async def _params(request: web.Request) -> dict | _Refusal:
     """The request's parameters: JSON or a form (privacyIDEA's clients send either)."""
     try:
-        if request.content_type == "application/json":
+        if request.content_type != "application/json":
+            try:
+                return dict(await request.post())
+            except ValueError:  # bytes that are not UTF-8 among them
+                return _Refusal(400, "the body is not a valid form (application/x-www-form-urlencoded, UTF-8)")
+        try:
             params = json.loads(await request.read())
-            return params if isinstance(params, dict) else _Refusal(400, "the JSON body must be an object")
-        return dict(await request.post())
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+            return _Refusal(400, "the body is not valid JSON")
+        return params if isinstance(params, dict) else _Refusal(400, "the JSON body must be an object")
     except web.HTTPRequestEntityTooLarge:
         return _Refusal(413, f"the body is over {MAX_BODY} bytes")
-    except (ValueError, UnicodeDecodeError):
-        return _Refusal(400, "the body is not valid JSON")
 
 
 @web.middleware

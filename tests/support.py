@@ -438,8 +438,9 @@ class Served:
 def start_service(paths: StorePaths, *options: str) -> Served:
     """`mfa-console serve` on an ephemeral port of loopback, once it says where it listens."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    where = [] if "--socket" in options else ["--listen", "127.0.0.1:0"]
     proc = subprocess.Popen([sys.executable, "-m", "cli", "--db", str(paths.db), "--key", str(paths.key), "serve",
-                             "--listen", "127.0.0.1:0", *options], env=env, stdout=subprocess.PIPE,
+                             *where, *options], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         line = proc.stdout.readline()

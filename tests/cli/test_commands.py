@@ -516,12 +516,24 @@ def test_login_with_2fa_disabled_needs_only_the_password(store):
         ["login", "alice", "alice-password"],
         ["demo", "--users", "0"],
         ["policy", "frobnicate"],
+        ["serve", "--rate-source", "0"],
+        ["serve", "--rate-client", "nan"],
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(cli, args):
     message = cli.fails(*args, code=2)
     assert message.endswith("(see --help)")
     assert not cli.db.parent.exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--listen", "127.0.0.1:99999"], "--listen wants HOST:PORT (a port from 0 to 65535)"),
+    (["--radius", "70000"], "--radius wants [HOST:]PORT (a port from 0 to 65535)"),
+    (["--listen", "127.0.0.1:8765", "--socket", "serve.sock"], "give --listen or --socket, not both"),
+])  # fmt: skip
+def test_serve_refuses_a_port_out_of_range_before_opening_the_store(cli, args, said):
+    assert said in cli.fails("serve", *args, code=2)
+    assert not cli.db.parent.exists()
 
 
 def test_an_unknown_user_is_one_line_and_exit_2(store):

@@ -169,6 +169,8 @@ def test_a_missing_wrong_revoked_or_misplaced_key_is_refused(setup, served, clie
     (b'{"user": "alice"}', "application/json", 400),
     (b'{"user": "alice", "pass": 123456}', "application/json", 400),
     (b"user=" + b"a" * 20_000 + b"&pass=1", "application/x-www-form-urlencoded", 413),
+    pytest.param(b"[" * 4000 + b"]" * 4000, "application/json", 400, id="nested-deeper-than-the-recursion-limit"),
+    (b"user=al\xffice&pass=123456", "application/x-www-form-urlencoded", 400),  # not UTF-8
 ])  # fmt: skip
 def test_malformed_and_oversized_bodies_get_clear_errors_and_write_nothing(setup, served, body, content_type, expected):
     before = read_store(setup.paths.db)["users"], len(audit(setup.paths))
