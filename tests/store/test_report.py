@@ -20,7 +20,7 @@ from store.demo import SeedUser
 from store.models import NewUser, Role, Status
 from store.paths import StorePaths
 from store.service import Service
-from tests.support import NOW, A, Cli, P, at, people, person  # the hand-checked users
+from tests.support import NOW, A, Cli, P, at, connect, people, person  # the hand-checked users
 
 
 def test_overall_counts():
@@ -202,6 +202,18 @@ def test_report_by_team_csv_and_disabled(cli_store):
     assert [(r["team"], r["users"], r["activated"], r["disabled"], r["percent"]) for r in rows] == [
         ("", "1", "0", "1", "0.0"), ("A", "2", "0", "2", "0.0"), ("B", "3", "0", "3", "0.0"),
     ]  # fmt: skip
+
+
+def test_report_csv_cells_are_text_whatever_the_store_holds(cli_store):
+    """A team written around the service (another program with rights on the table, a damaged
+    file) reaches a spreadsheet as text and a terminal without its escape sequences."""
+    conn = connect(cli_store.db)
+    conn.execute("UPDATE users SET team = '=HYPERLINK(\"http://x\")' || char(27) || ']0;PWNED' || char(7) WHERE team = 'B'")
+    conn.close()
+    text = cli_store.run("report", "--by", "team", "--csv", code=0).stdout
+    assert "\x1b" not in text and "\x07" not in text
+    teams = [row["team"] for row in csv.DictReader(io.StringIO(text))]
+    assert "'=HYPERLINK(\"http://x\")?]0;PWNED?" in teams
 
 
 def test_report_text(cli_store):
