@@ -120,12 +120,11 @@ class RadiusServer(ServerAsync):
         if found is None or not (pkt.message_authenticator or found[0].radius_unsigned):
             return  # dropped, as a packet signed with another secret is
         try:
-            user = pkt["User-Name"][0]
+            user = pkt["User-Name"][0]  # pyrad leaves a name that is not UTF-8 as bytes
             typed = pkt.PwDecrypt(pkt[2][0])  # User-Password's bytes, as sent (they are not text until decrypted)
-        except (KeyError, IndexError, UnicodeDecodeError):
-            accepted = False  # no name or no password: nothing to check
-        else:
-            accepted = await self._check(found[0], user, typed)
+        except (KeyError, IndexError, UnicodeDecodeError, packet.PacketError):  # PacketError: not 16-byte blocks
+            user = typed = None  # nothing to check
+        accepted = isinstance(user, str) and isinstance(typed, str) and await self._check(found[0], user, typed)
         reply = self.CreateReplyPacket(pkt)
         reply.code = packet.AccessAccept if accepted else packet.AccessReject
         data = reply.ReplyPacket()

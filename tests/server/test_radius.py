@@ -119,6 +119,28 @@ def test_a_retransmission_gets_the_first_answer_again(radius):
     assert [o for _, _, o, _ in verifies(radius.paths)] == ["ok"]
 
 
+def test_a_name_that_is_not_utf8_or_a_password_of_a_wrong_length_is_rejected(radius):
+    """Signed requests whose attributes cannot be read get a Reject, not silence and a traceback."""
+    from pyrad.client import Client
+    from pyrad.dictionary import Dictionary
+
+    from server.radius import DICTIONARY
+
+    nas = Client("127.0.0.1", secret=radius.secret.encode(), dict=Dictionary(str(DICTIONARY)))
+    code = pyotp.TOTP(radius.totp["alice"]).now()
+    for name, hidden in ((b"al\xffice", None), (b"alice", b"x" * 17)):
+        request = nas.CreateAuthPacket()
+        request[1] = [name]  # User-Name, raw
+        request[2] = [hidden if hidden is not None else request.PwCrypt(code)]
+        request.add_message_authenticator()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(10)
+            udp.sendto(request.RequestPacket(), ("127.0.0.1", radius.served.radius_port))
+            raw = udp.recv(4096)
+        assert request.CreateReply(packet=raw).code == 3  # Access-Reject
+    assert "Traceback" not in radius.served.stop()
+
+
 def test_a_wrong_secret_or_a_missing_message_authenticator_is_dropped_silently(radius):
     code = pyotp.TOTP(radius.totp["alice"]).now()
     assert radclient(radius, f"User-Name=alice,User-Password={code}", secret="not-the-secret", dropped=True) == []
