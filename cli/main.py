@@ -291,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mfa-console: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except _RanOut:
-        print(f"mfa-console: the store did not answer within {args.timeout} s; the code was not accepted",
-              file=sys.stderr)  # fmt: skip
+        if getattr(args, "waiting_for", "store") == "code":
+            said = f"no code came on standard input within {args.timeout} s; nothing was accepted"
+        else:
+            said = f"the store did not answer within {args.timeout} s; the code was not accepted"
+        print(f"mfa-console: {said}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -482,11 +485,16 @@ def cmd_verify(args) -> int:
     username = args.username or os.environ.get("PAM_USER")
     if not username:
         raise Fail("which user? give USERNAME (or run it from pam_exec, which sets PAM_USER)", EXIT_USAGE)
+    deadline = time.monotonic() + args.timeout
     signal.signal(signal.SIGALRM, _verify_ran_out)
     signal.setitimer(signal.ITIMER_REAL, args.timeout)
     service = _service(args, quiet=args.quiet)
-    # pam_exec's expose_authtok sends the token NUL-terminated.
-    code = sys.stdin.readline().replace("\x00", "").strip()
+    args.waiting_for = "code"
+    # pam_exec's expose_authtok sends the token NUL-terminated. A line longer than any code is
+    # read no further (stdin may be endless: /dev/zero).
+    code = sys.stdin.readline(CODE_LINE_MAX).replace("\x00", "").strip()
+    args.waiting_for = "store"
+    service.db.wait_at_most(deadline - time.monotonic())
     result = service.verify(username, code, actor=f"verify:{os_actor()}")
     signal.setitimer(signal.ITIMER_REAL, 0)
     return _auth_exit(result, quiet=args.quiet)
@@ -496,6 +504,7 @@ def cmd_verify(args) -> int:
 # once on 2 cores keep each verify process alive for about as long as the whole storm (~35 s on
 # PostgreSQL here, psycopg's import being most of each); half of sshd's LoginGraceTime.
 VERIFY_SECONDS = 60
+CODE_LINE_MAX = 1024  # characters of stdin read for a code (a recovery code is 11)
 
 
 class _RanOut(BaseException):

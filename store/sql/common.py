@@ -129,6 +129,11 @@ class Database:
     def close(self) -> None:
         raise NotImplementedError
 
+    def wait_at_most(self, seconds: float) -> None:
+        """Waits for another's hold on the store end within `seconds` (if under the engine's
+        bound): a caller with a deadline (`verify`) gets StoreBusy by then. PostgreSQL's waits
+        end at a signal (the caller's timer) already; SQLite's sleep in C, deaf to one."""
+
     @property
     def generation(self) -> Any:
         """Changes whenever the data changed, in this process or another, since the last call."""

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sqlite3
 import stat
@@ -142,6 +143,7 @@ class SQLiteDatabase(Database):
         self.path = path
         self._conn = conn
         self._own_writes = 0  # PRAGMA data_version does not move for this connection's commits
+        self._busy_seconds = BUSY_SECONDS
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -299,7 +301,13 @@ class SQLiteDatabase(Database):
         try:
             yield
         except (sqlite3.Error, UnicodeDecodeError) as exc:
-            raise _translate(exc, self.path) from exc
+            raise _translate(exc, self.path, self._busy_seconds) from exc
+
+    def wait_at_most(self, seconds: float) -> None:
+        if seconds < self._busy_seconds:
+            self._busy_seconds = max(seconds, 0.001)
+            with self._mutex:
+                self._conn.execute(f"PRAGMA busy_timeout = {math.ceil(self._busy_seconds * 1000)}")
 
 
 class SQLiteWriter(Writer):
@@ -388,7 +396,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB, _PERM = 5, 6, 8, 10, 11, 13, 14, 26, 3
 
 
-def _translate(exc: sqlite3.Error | UnicodeDecodeError, path: Path) -> StoreError:
+def _translate(exc: sqlite3.Error | UnicodeDecodeError, path: Path, busy_seconds: float = BUSY_SECONDS) -> StoreError:
     if isinstance(exc, UnicodeDecodeError) or "Could not decode to UTF-8" in str(exc):
         # SQLite quoting damaged text (a table's definition, a value) that is not UTF-8.
         return StoreCorrupt(f"store {path} is damaged (text in it is not UTF-8); {_HINT}")
@@ -396,7 +404,7 @@ def _translate(exc: sqlite3.Error | UnicodeDecodeError, path: Path) -> StoreErro
     said = " ".join(str(exc).split())[:200]  # SQLite may quote a damaged schema, line breaks and all
     if code in (_BUSY, _LOCKED):
         return StoreBusy(
-            f"store {path} is busy: another process has held it for over {BUSY_SECONDS:g} s "
+            f"store {path} is busy: another process has held it for over {busy_seconds:.2g} s "
             "(a stopped `mfa-console`, or a long import); nothing was changed, try again"
         )
     if code in (_CORRUPT, _NOTADB):

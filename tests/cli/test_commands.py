@@ -15,6 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -677,6 +678,23 @@ def test_verify_as_pam_exec_calls_it(store):
     assert store.run("verify", input=oathtool(alice.secret, time.time()) + "\x00", code=0).stderr.strip() == "accepted"
     del store.env["PAM_USER"]
     assert "PAM_USER" in store.fails("verify", input="123456\n", code=2)
+
+
+def test_verify_reads_a_line_of_a_code_at_most_and_says_when_none_came(store):
+    """stdin is pam_exec's pipe, or anything: an endless one is read no further than a code
+    line, and a silent one runs out the timeout with its own message, not the store's."""
+    store.add("alice")
+    store.enroll("alice")
+    command = [sys.executable, "-m", "cli", "verify", "--timeout", "2", "alice"]
+    with open("/dev/zero", "rb") as zeros:
+        endless = subprocess.run(command, stdin=zeros, env=store.env, capture_output=True, text=True, timeout=30)
+    assert endless.returncode == 1 and "rejected" in endless.stderr  # NULs: no code
+    silent = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=store.env, text=True)  # fmt: skip
+    silent.wait(timeout=30)  # its stdin open all the while
+    err = silent.stderr.read()
+    silent.stdin.close(), silent.stdout.close(), silent.stderr.close()
+    assert silent.returncode == 2 and err == "mfa-console: no code came on standard input within 2 s; nothing was accepted\n"
 
 
 # -- clients -------------------------------------------------------------------------------------

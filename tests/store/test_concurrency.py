@@ -219,6 +219,11 @@ def test_a_writer_stopped_holding_the_lock_makes_verify_fail_closed_in_time(
     code = pyotp.TOTP(alice_secret).now()
     try:
         assert os.read(ready_read, 1) == b"R"
+        # A shorter --timeout is kept whatever the engine (SQLite waits in C, deaf to the timer).
+        started = time.monotonic()
+        hurried = subprocess.run([sys.executable, "-m", "cli", "verify", "--timeout", "2", "alice"], input=f"{code}\n",
+                                 env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert hurried.returncode == 2 and time.monotonic() - started < 2 + 2, hurried.stderr
         started = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "cli", "verify", "alice"], input=f"{code}\n", env=env,
                               capture_output=True, text=True, timeout=busy_seconds + 30)  # fmt: skip
