@@ -113,6 +113,24 @@ async def test_a_burst_after_a_failed_sign_in_starts_from_the_name(paths, servic
         assert isinstance(pilot.app.screen, MainScreen)
 
 
+async def test_a_burst_after_a_wrong_code_starts_from_the_name_and_signs_in(paths, service, clock):
+    """A wrong code starts over from the name too: the password manager's whole burst, code
+    included, signs in, and no key of it is counted as one more failure."""
+    secret = activate(service, "ada", clock)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        post_burst(pilot, [*"ada", "tab", *"ada-password", "enter", *"000000", "enter"])
+        await settle(pilot)
+        assert "Wrong username, password or code." in screen_text(pilot.app)
+        username = pilot.app.screen.query_one("#username", Input)
+        assert username.value == "" and username.has_focus and not pilot.app.screen.query_one("#code", Input).display
+        post_burst(pilot, [*"ada", "tab", *"ada-password", "enter", *code(secret, clock), "enter"])
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)
+    failures = [e.detail for e in service.audit(service.operator("t")) if e.outcome == "failed"]
+    assert len(failures) == 1  # the wrong code alone
+
+
 async def test_enter_in_the_password_without_a_name_keeps_the_field_working(paths, service, clock):
     """Enter with no name asks for the name, and no answer is awaited: the password field takes keys again."""
     secret = activate(service, "ada", clock)

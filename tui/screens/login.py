@@ -126,8 +126,9 @@ class LoginScreen(StoreWork, Screen):
                 self.notify(f"Recovery code used: {result.recovery_codes_left} left.", markup=False)
             self.app.signed_in(result.session)
             return
-        if result.outcome is Outcome.LOCKED:
-            self.action_restart()
+        # From the name, like a failed password: a password manager's next burst starts with it,
+        # and would otherwise land in the code field as one more failure.
+        self.action_restart()
         self.failed(result)
 
     def failed(self, result: AuthResult) -> None:
