@@ -612,6 +612,28 @@ async def test_a_burst_through_the_add_user_form_passes_the_role_and_lands_every
         assert service.login("new.user", "new.user-password").outcome is not Outcome.INVALID
 
 
+async def test_editing_keys_in_a_burst_apply_in_order_with_the_letters(paths, service, clock):
+    """Backspace and ctrl+u typed fast (a paste, a quick typist over SSH) act where they were
+    typed, not after the letters that follow them."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        post_burst(pilot, ["2", "slash", *"zoe.sx", "backspace", *"antos"])
+        await settle(pilot)
+        search = pilot.app.screen.query_one("#search", Input)
+        assert search.value == "zoe.santos"
+        post_burst(pilot, ["ctrl+u", *"ada"])
+        await settle(pilot)
+        assert search.value == "ada"
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+        post_burst(pilot, [*"jonh", "backspace", "backspace", *"hn", "tab", *"John Dx", "backspace", *"oe"])
+        await settle(pilot)
+        dialog = pilot.app.screen
+        assert (dialog.query_one("#new-username", Input).value, dialog.query_one("#new-name", Input).value) == ("john", "John Doe")
+
+
 async def test_the_security_tab_reads_in_a_60x20_terminal(paths, service, clock):
     """Each setting's value wraps beside its name, not under it, and the last ones are reached
     with the keyboard (they were cut off, the view did not scroll)."""

@@ -5,7 +5,8 @@ Textual hands each key to the widget focused when the key is read; the focus mov
 key that moves it (Tab, Enter, `/`) is handled, after the next keys were handed out. So:
 
 - `Field`, the one-line input of every form, handles Tab, Shift+Tab and Enter (where Enter
-  means "next" or "done") itself, in order with the keys before them. It hands the focus over
+  means "next" or "done") itself, in order with the keys before them, and its editing keys
+  (Backspace, ctrl+u...), which Input leaves to bindings run after the keys that follow. It hands the focus over
   only once the keys already queued for it are done: those go on to the next widget in order
   (typed straight into it when it is a field), and the keys read later go there directly.
 - The main screen's one-key actions (`/`, the tab numbers) act as their key is read (priority
@@ -23,6 +24,13 @@ from textual import events
 from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Input
+
+
+# Input's editing keys (Backspace, ctrl+u, arrows...), each to its action. Input leaves them to
+# its bindings, run once the key has bubbled up to the app, one message queue at a time: the
+# printable keys after them in a burst are typed first ("jonh" ⌫⌫ "hn" became "jonhhn").
+EDITING_KEYS = {key.strip(): binding.action for binding in Input.BINDINGS if binding.action != "submit"
+                for key in binding.key.split(",")}  # fmt: skip
 
 
 def type_into(field: Input, key: events.Key) -> None:
@@ -69,7 +77,7 @@ class Field(Input):
             keep, self.select_on_focus = self.select_on_focus, False
             self.call_later(setattr, self, "select_on_focus", keep)  # after Input's handler
 
-    def on_key(self, event: events.Key) -> None:
+    async def on_key(self, event: events.Key) -> None:
         if self._after_submit is not None:
             event.stop()
             event.prevent_default()
@@ -85,6 +93,10 @@ class Field(Input):
                 self._hand_over(to, event)
             elif event.key == "enter" and self.hold_after_submit:
                 self._after_submit = []  # Input submits; what follows waits for the answer
+            elif event.key in EDITING_KEYS:
+                event.stop()
+                event.prevent_default()
+                await self.run_action(EDITING_KEYS[event.key])  # in order with the keys around it
             return
         event.stop()
         event.prevent_default()
