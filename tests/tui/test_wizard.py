@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pyotp
 import pytest
 from rich.color import ColorSystem
+from textual import events
 from textual.app import App
 from textual.strip import Strip
 from textual.widgets import Button, Checkbox, Input
@@ -174,6 +175,27 @@ async def test_walk_every_step_with_keys(service: Service) -> None:
         assert app.results == [result]
         assert result.session is None  # an admin enrolled someone: no sign-in to hand over
     assert service.get_user(op, "alice").status is Status.ACTIVATED
+
+
+async def test_a_code_typed_with_the_enter_that_leaves_the_qr_reaches_its_field(service: Service) -> None:
+    """Enter on the QR step, the code and Enter in one burst (a password manager, a fast typist):
+    the code lands in the field that Enter shows, and is checked. Enter on Cancel still cancels."""
+    app = WizardApp(service, service.operator("tester"), "alice")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await to_scan(app, pilot)
+        for key in ["enter", *code_now(wizard(app).enrollment.secret), "enter"]:  # all read at once
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await settle(app, pilot)
+        assert wizard(app).step == "codes" and wizard(app).result.ok
+    app = WizardApp(service, service.operator("tester"), "bob")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await to_scan(app, pilot)
+        wizard(app).set_focus(wizard(app).query_one("#scan-cancel"))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.results == [None]
 
 
 async def test_enroll_session_from_login_gets_a_full_session(service: Service) -> None:

@@ -213,6 +213,9 @@ class EnrollmentWizard(StoreWork, Dialog[ConfirmResult | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("enter", "next", "Continue", show=False),
+        # Acts as Enter is read: a password manager's code typed right after it then reaches the
+        # code's field (a binding run after the key bubbled up came after the code's digits).
+        Binding("enter", "scanned", "Continue", show=False, priority=True),
     ]
 
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
@@ -340,7 +343,7 @@ class EnrollmentWizard(StoreWork, Dialog[ConfirmResult | None]):
             "codes": "#codes-saved",
             "done": "#done-close",
         }[step]
-        self.query_one(focus).focus()
+        self.set_focus(self.query_one(focus))  # now: the keys already read go there
 
     def _say(self, where: str, text: str, *, error: bool = True) -> None:
         message = self.query_one(where, Static)
@@ -348,6 +351,14 @@ class EnrollmentWizard(StoreWork, Dialog[ConfirmResult | None]):
         message.set_class(error, "-error")
 
     # -- keys and buttons ----------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "scanned":  # Enter on the QR step's Next; elsewhere Enter is the focused widget's
+            return self.step == "scan" and self.focused is self.query_one("#scan-next")
+        return True
+
+    def action_scanned(self) -> None:
+        self._show("code")
+
     def action_next(self) -> None:
         step = self.step
         if step == "intro":
