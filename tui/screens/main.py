@@ -270,7 +270,7 @@ class MainScreen(StoreWork, Screen):
 
     @on(RolloutView.TeamChosen)
     def team_chosen(self, event: RolloutView.TeamChosen) -> None:
-        self.users_view.team_filter = event.team
+        self.users_view.show_team(event.team)
         self.action_show_tab("users-tab")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -82,6 +82,13 @@ class UsersView(Vertical):
     def _typed(self, value: str) -> None:
         self.search = value.strip()
 
+    def show_team(self, team: str) -> None:
+        """The team's users (chosen on the Rollout tab): a search typed before would hide them."""
+        search = self.search_box
+        search.value = ""
+        search.display = False
+        self.team_filter = team
+
     def clear(self) -> bool:
         """Esc: the search first, then the team chosen on the Rollout tab. False: nothing to clear."""
         search = self.search_box
