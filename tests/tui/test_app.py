@@ -664,8 +664,9 @@ def contrast(a, b) -> float:
     return (high + 0.05) / (low + 0.05)
 
 
-def worst_contrast(app, row: int, text: str) -> float:
-    """The lowest contrast of `text`'s letters on screen row `row`, as Textual paints them."""
+def worst_contrast(app, row: int, text: str, terminal=((0, 0, 0), (255, 255, 255))) -> float:
+    """The lowest contrast of `text`'s letters on screen row `row`, as Textual paints them on a
+    terminal whose own colours are `terminal` (foreground, background)."""
     from textual.strip import Strip
 
     from tests.screen import cells_from_strips
@@ -674,7 +675,7 @@ def worst_contrast(app, row: int, text: str) -> float:
     cells = cells_from_strips([Strip.join(line) for line in update.strips])[row]
     start = "".join(cell.char or " " for cell in cells).index(text)
     letters = [cell for cell in cells[start : start + len(text)] if cell.char.strip()]
-    return min(contrast(*cell.colours((0, 0, 0), (255, 255, 255))) for cell in letters)
+    return min(contrast(*cell.colours(*terminal)) for cell in letters)
 
 
 async def test_tab_names_and_the_audit_hint_are_legible(paths, service, clock):
@@ -722,6 +723,26 @@ async def test_the_audit_tab_shows_the_selected_events_detail_whole(paths, servi
         await settle(pilot)
         shown = " ".join(screen_text(pilot.app).split())
         assert "from 10.0.0.1/32 10.0.0.2/32 10.0.0.3/32 10.0.0.4/32 2001:db8::/32" in shown, shown
+
+
+@pytest.mark.parametrize("theme, terminal", [
+    ("ansi-light", ((0, 0, 0), (255, 255, 255))),
+    ("ansi-dark", ((229, 229, 229), (0, 0, 0))),
+])  # fmt: skip
+async def test_the_ansi_themes_read_on_the_terminals_own_colours(paths, service, clock, theme, terminal):
+    """The ANSI themes draw on the terminal's own background: the shown tab, the footer's key
+    letters and the chart's labels were painted in fixed colours made for another one (white
+    on a light terminal, black on a dark one)."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        pilot.app.theme = theme
+        await pilot.press("1")
+        await settle(pilot)
+        lines = screen_text(pilot.app).splitlines()
+        assert worst_contrast(pilot.app, 1, "Rollout", terminal) >= 4.5
+        assert worst_contrast(pilot.app, len(lines) - 1, "?", terminal) >= 4.5
+        axis = next(i for i, line in enumerate(lines) if "100%" in line)
+        assert worst_contrast(pilot.app, axis, "100%", terminal) >= 4.5
 
 
 async def test_the_sign_in_screen_reads_on_light_themes(paths, service, clock):

@@ -213,8 +213,12 @@ class RolloutView(StoreWork, Vertical):
         theme = self.app.theme_variables
         bars, line = (Color.parse(theme[name]) for name in ("primary", "text-warning"))
         other = SPANS[(SPANS.index(self.span) + 1) % len(SPANS)]
+        # An ANSI theme's colours are the terminal's own palette entries, its background the
+        # terminal's: plotext's "clear" theme draws the axes in the terminal's default colours
+        # (the one made from the theme read them as black, invisible on a dark terminal).
+        chart.theme = "clear" if Color.parse(theme["background"]).ansi == -1 else "auto"
         chart.border_title = Content.assemble(
-            ("█", bars.hex6), " activations per day  ", ("⠒⠒", line.hex6),
+            ("█", bars.css), " activations per day  ", ("⠒⠒", line.css),
             f" activated % (right)  ·  last {self.span} days, t: {other}",
         )  # fmt: skip
         plt = chart.plt
@@ -227,8 +231,8 @@ class RolloutView(StoreWork, Vertical):
         counts = [d.activations for d in days]
         top = _nice_top(max(counts))
         # The line first: the bars are drawn over it, so a day's bar is never cut by the line.
-        plt.plot(x, [d.percent for d in days], yside="right", marker="braille", color=line.rgb)
-        plt.bar(x, counts, marker="hd", color=bars.rgb, width=0.6 if self.span <= 30 else 0.9)
+        plt.plot(x, [d.percent for d in days], yside="right", marker="braille", color=_plot_color(line))
+        plt.bar(x, counts, marker="hd", color=_plot_color(bars), width=0.6 if self.span <= 30 else 0.9)
         plt.xlim(-0.5, len(days) - 0.5)
         plt.ylim(0, top)
         plt.yticks([0, top // 2, top], ["0", f"{top // 2:,}", f"{top:,}"])
@@ -276,6 +280,11 @@ def write_chase_csv(path: str, rows: Sequence[report.ChaseRow], force: bool = Fa
         raise
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _plot_color(color: Color) -> int | tuple[int, int, int]:
+    """A plotext colour: an ANSI theme's palette index (the terminal's own colour), else RGB."""
+    return color.ansi if color.ansi is not None and color.ansi >= 0 else color.rgb
 
 
 def _nice_top(value: int) -> int:
