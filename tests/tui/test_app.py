@@ -217,6 +217,13 @@ async def test_agent_sees_only_their_own_status(paths, service, clock):
         assert isinstance(pilot.app.screen, AgentScreen)
         text = screen_text(pilot.app)
         assert "Disabled" in text and "bob" not in text and "Users" not in text
+        assert "Set up 2FA" not in text.splitlines()[-1]  # nothing to set up while 2FA is off
+        service.set_enabled(service.operator("tester"), True)  # elsewhere: the screen follows
+        for _ in range(30):
+            await pilot.pause(0.1)
+            if "Pending" in screen_text(pilot.app):
+                break
+        assert "○ Pending" in screen_text(pilot.app) and "Set up 2FA" in screen_text(pilot.app).splitlines()[-1]
 
 
 async def test_supervisor_sees_no_admin_action_and_store_refuses_one(paths, service, clock):
@@ -536,8 +543,9 @@ async def test_import_with_bad_rows_shows_them_and_writes_nothing(paths, service
     assert user(service, "zoe").team == "Sales"
 
 
-async def test_add_user_and_export(paths, service, clock, tmp_path):
+async def test_add_user_and_export(paths, service, clock, tmp_path, monkeypatch):
     out = tmp_path / "export.json"
+    monkeypatch.chdir(tmp_path)
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await admin_main_screen(pilot, service, clock)
         await pilot.press("a")
@@ -552,6 +560,14 @@ async def test_add_user_and_export(paths, service, clock, tmp_path):
         export.value = str(out)
         await pilot.press("enter")
         await settle(pilot)
+        await pilot.press("slash", *"yuki", "enter", "x")  # what the search shows, by a relative name
+        await settle(pilot)
+        assert "Export the 1 user the search and filter show" in " ".join(screen_text(pilot.app).split())
+        pilot.app.screen.query_one("#prompt-input", Input).value = "one.csv"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert f"Exported 1 user to {tmp_path / 'one.csv'}." in " ".join(screen_text(pilot.app).split())
+    assert (tmp_path / "one.csv").read_text().count("\n") == 2
     import json
 
     exported = {row["username"]: row for row in json.loads(out.read_text())}

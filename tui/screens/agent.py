@@ -11,6 +11,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
+from store.errors import PermissionDenied, StoreError
 from store.models import ConfirmResult, Session, Status, User
 from store.validation import printable
 
@@ -22,12 +23,13 @@ from .wizard import EnrollmentWizard
 
 
 class AgentScreen(StoreWork, Screen):
-    BINDINGS = [Binding("e", "enroll", "Set up 2FA again"), Binding("o", "app.sign_out", "Sign out")]
+    BINDINGS = [Binding("e", "enroll", "Set up 2FA"), Binding("o", "app.sign_out", "Sign out")]
 
     def __init__(self, session: Session):
         super().__init__()
         self.session = session
         self.user: User | None = None
+        self._generation: object = None  # the store's, when `user` was read
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="🔐")
@@ -39,12 +41,47 @@ class AgentScreen(StoreWork, Screen):
     def on_mount(self) -> None:
         self.sub_title = printable(f"{self.session.username} · agent")
         self.reload()
+        # An administrator's reset or a policy change elsewhere shows here, as on the main screen.
+        self.set_interval(self.app.poll_seconds, self.poll)
 
     def reload(self) -> None:
-        self.call_store(self.app.service.get_user, self.session, self.session.username, then=self.show)
+        self._generation = None
+        self.poll()
+
+    def poll(self) -> None:
+        self.call_store(self._read, self._generation, then=self._read_done, group="poll", exclusive=True)
+
+    def _read(self, known: object) -> tuple[object, User | StoreError] | None:
+        """In a thread: the user again if the store changed since `known`."""
+        service = self.app.service
+        generation = service.generation
+        if generation == known:
+            return None
+        try:
+            return generation, service.get_user(self.session, self.session.username)
+        except StoreError as error:
+            return generation, error
+
+    def _read_done(self, read: tuple[object, User | StoreError] | None) -> None:
+        if read is None:
+            return
+        self._generation, user = read
+        if isinstance(user, PermissionDenied):  # deactivated, or the session ended
+            self.app.sign_out()
+            self.app.notify(printable(f"Signed out: {user}"), severity="warning", markup=False)
+        elif isinstance(user, StoreError):
+            self.notify(printable(str(user)), severity="error", markup=False)
+        else:
+            self.show(user)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "enroll":  # nothing to set up while 2FA is off for the contact center
+            return self.user is None or self.user.status is not Status.DISABLED
+        return True
 
     def show(self, user: User) -> None:
         self.user = user
+        self.refresh_bindings()
         self.sub_title = printable(f"{user.name} · agent")
         status = self.query_one("#agent-status", Static)
         status.update(Content(f"Your two-factor authentication: {BADGES[user.status]}"))
@@ -63,10 +100,6 @@ class AgentScreen(StoreWork, Screen):
         self.query_one("#agent-detail", Static).update(Content(detail))
 
     def action_enroll(self) -> None:
-        if self.user is not None and self.user.status is Status.DISABLED:
-            self.notify("2FA is turned off for your contact center.", severity="warning")
-            return
-
         def done(result: ConfirmResult | None) -> None:
             self.reload()
 
