@@ -138,6 +138,11 @@ def _text(field: str, s: str | None, *, max_len: int, formula_safe: bool) -> str
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
+def counted(count: int, noun: str) -> str:
+    """"1 user", "1,204 users": a count and its noun, in the plural where English wants it."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def printable(text: str | None) -> str:
     """`text` with control characters, escape sequences and bidi overrides made visible as '?'.
 

@@ -8,12 +8,13 @@ in a thread worker; its result or its failure comes back to the node that made i
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from textual.worker import Worker
 
 from store.errors import StoreError
-from store.validation import printable
+from store.validation import counted, printable
 
 from .messages import StoreDone, StoreFailed
 
@@ -65,7 +66,8 @@ class StoreWork:
             body = f"{printable(path)} exists already. Replace it?"
             self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
 
-        done = lambda _: self.notify(printable(f"Exported {len(rows):,} users to {path}."), markup=False)  # noqa: E731
+        where = Path(path).expanduser().absolute()  # a relative name went to the folder the app started in
+        done = lambda _: self.notify(printable(f"Exported {counted(len(rows), 'user')} to {where}."), markup=False)  # noqa: E731
         self.call_store(write, path, rows, force, then=done, failed=failed, group=group)
 
     def on_store_done(self, message: StoreDone) -> None:

@@ -24,7 +24,7 @@ from store.errors import ImportRejected, PermissionDenied, StoreError
 from store.exports import write_private, write_users
 from store.models import AuditEvent, ConfirmResult, Policy, Role, Rollout, Session, Status, User
 from store.paths import StorePaths, resolve
-from store.validation import printable
+from store.validation import counted, printable
 
 from ..commands import MainScreenCommands
 from ..widgets.audit import AuditView
@@ -430,14 +430,14 @@ class MainScreen(StoreWork, Screen):
         if isinstance(result, ImportRejected):
             self.app.push_screen(ImportErrorsDialog(result))
             return
-        self.notify(f"Imported {result:,} user{'' if result == 1 else 's'}.")
+        self.notify(f"Imported {counted(result, 'user')}.")
         self.poll()
 
     def action_export(self) -> None:
         """Exports what the grid shows: the search and the filters apply, and the dialog says so."""
         rows = list(self.users_view.grid.rows)
         total = len(self.snapshot.users) if self.snapshot else len(rows)
-        what = "every user" if len(rows) == total else f"the {len(rows):,} users the search and filter show, of {total:,}"
+        what = "every user" if len(rows) == total else f"the {counted(len(rows), 'user')} the search and filter show, of {total:,}"
         default = f"~/mfa-users-{self.app.now():%Y-%m-%d}.csv"
 
         def chosen(path: str | None) -> None:

@@ -29,7 +29,7 @@ from store import report
 from store.csvio import csv_cell
 from store.errors import StoreError
 from store.models import User
-from store.validation import printable
+from store.validation import counted, printable
 
 from store.exports import write_private
 from ..screens.common import PromptDialog
@@ -257,7 +257,7 @@ class RolloutView(StoreWork, Vertical):
             if path:
                 self.export_file(write_chase_csv, path, rows, group="rollout-export")
 
-        body = f"The {len(rows):,} Pending users of {label}, longest pending first, as CSV. File:"
+        body = f"The {counted(len(rows), 'Pending user')} of {label}, longest pending first, as CSV. File:"
         self.app.push_screen(PromptDialog("Export who to chase", body, value=default), chosen)
 
 
