@@ -566,7 +566,7 @@ async def test_add_user_and_export(paths, service, clock, tmp_path, monkeypatch)
         pilot.app.screen.query_one("#prompt-input", Input).value = "one.csv"
         await pilot.press("enter")
         await settle(pilot)
-        assert f"Exported 1 user to {tmp_path / 'one.csv'}." in " ".join(screen_text(pilot.app).split())
+        assert f"Exported 1 user to {tmp_path / 'one.csv'}." in [str(n.message) for n in pilot.app._notifications]
     assert (tmp_path / "one.csv").read_text().count("\n") == 2
     import json
 
