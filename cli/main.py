@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from store import fs, legacy
-from store.csvio import csv_cell, users_to_json
+from store.csvio import csv_cell, read_import, users_to_json
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError, StoreMissing
 from store.exports import write_private, write_users
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
@@ -422,7 +422,7 @@ def cmd_users(args) -> int:
         print(f"Password of {args.username} set.")
         return EXIT_OK
     if action == "import":
-        data = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
+        data = read_import(sys.stdin.buffer if args.file == "-" else Path(args.file))
         count = service.import_users(op, data)
         print(f"Imported {count} user{'' if count == 1 else 's'}.")
         return EXIT_OK
@@ -903,13 +903,6 @@ def _no_core_dumps() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
     except (OSError, AttributeError):  # not Linux
         pass
-
-
-def _read_file(name: str) -> bytes:
-    try:
-        return Path(name).read_bytes()
-    except OSError as exc:
-        raise Fail(f"cannot read {name}: {exc.strerror}", EXIT_USAGE) from exc
 
 
 def _positive(text: str) -> int:

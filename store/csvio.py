@@ -8,10 +8,12 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
+from . import fs
 from . import validation as v
-from .errors import ImportRejected, InvalidInput, RowError
+from .errors import ImportRejected, InvalidInput, RowError, StoreError
 from .models import NewUser, User
 
 if TYPE_CHECKING:
@@ -34,6 +36,25 @@ EXPORT_COLUMNS = IMPORT_COLUMNS + ("status", "active", "created_at", "activated_
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")  # the breaks csv and io split lines on
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # one line, break included
 _Record = tuple[int, list[str] | csv.Error]
+
+
+# Ten times a 100,000-user file (about 6 MB); /dev/zero, or a log picked by mistake, stops here.
+MAX_IMPORT_MIB = 64
+
+
+def read_import(source: Path | BinaryIO) -> bytes:
+    """The bytes of an import file (a regular file: a FIFO or a device is refused at once) or of
+    a stream (standard input), read no further than MAX_IMPORT_MIB; one-line StoreErrors."""
+    name = str(source) if isinstance(source, Path) else "standard input"
+    most = MAX_IMPORT_MIB << 20
+    try:
+        data = fs.read_given_file(source, limit=most + 1) if isinstance(source, Path) else source.read(most + 1)
+    except OSError as exc:
+        raise StoreError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    if len(data) > most:
+        raise StoreError(f"{name} is over {MAX_IMPORT_MIB} MiB, the most one import takes: split it, or check it "
+                         "is the right file")  # fmt: skip
+    return data
 
 
 def parse_users_csv(data: bytes, existing_keys: set[str]) -> list[NewUser]:

@@ -188,12 +188,28 @@ def read_private_file(path: Path, *, secret: bool) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         _check_opened(path, os.fstat(fd), folder, secret=secret)
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return _read(fd)
     finally:
         os.close(fd)
+
+
+def read_given_file(path: Path, *, limit: int) -> bytes:
+    """The first `limit` bytes of a file someone hands us (an import), wherever it is and whoever
+    owns it. Anything but a regular file is refused before a byte is read: opened without
+    blocking, so a FIFO cannot hold us, and never read, so a device cannot feed us forever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath(f"{path} is not a regular file (a FIFO, a device or a folder): refusing to read it")
+        return _read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int, limit: int = -1) -> bytes:
+    """The bytes from `fd` to its end, or its first `limit` bytes."""
+    with open(fd, "rb", closefd=False) as file:
+        return file.read(limit)
 
 
 def open_private_key(path: Path) -> int:

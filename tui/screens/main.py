@@ -20,6 +20,7 @@ from textual.widgets import Header, Input, TabbedContent, TabPane
 from textual.worker import Worker
 
 from store.clients import Client
+from store.csvio import read_import
 from store.errors import ImportRejected, PermissionDenied, StoreError
 from store.exports import write_private, write_users
 from store.models import AuditEvent, ConfirmResult, Policy, Role, Rollout, Session, Status, User
@@ -417,10 +418,7 @@ class MainScreen(StoreWork, Screen):
         self.app.push_screen(PromptDialog("Import users", body, placeholder="/path/to/users.csv"), chosen)
 
     def _import(self, path: str) -> int | ImportRejected:
-        try:
-            data = Path(path).expanduser().read_bytes()
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        data = read_import(Path(path).expanduser())
         try:
             return self.app.service.import_users(self.session, data)
         except ImportRejected as rejected:
