@@ -601,11 +601,14 @@ async def test_add_user_shows_the_role_it_will_give(paths, service, clock):
         await settle(pilot)
         role_row = next(line for line in screen_text(pilot.app).splitlines() if "Role" in line)
         assert "Agent" in role_row
-        await pilot.press("tab", "tab")  # to the role; Enter opens its list, the arrows choose
-        await pilot.press("enter", "up", "enter")
+        await pilot.press("tab", "tab")  # to the role; Space opens its list, the arrows choose
+        await pilot.press("space", "up", "enter")
         await pilot.pause()
         role_row = next(line for line in screen_text(pilot.app).splitlines() if "Role" in line)
         assert "Supervisor" in role_row
+        await pilot.press("enter")  # on the closed list: on to the next field, as the hint says
+        await pilot.pause()
+        assert pilot.app.focused is pilot.app.screen.query_one("#new-team", Input)
 
 
 async def test_a_burst_through_the_add_user_form_passes_the_role_and_lands_every_key(paths, service, clock):

@@ -23,7 +23,12 @@ class AddUserDialog(StoreWork, Dialog[User | None]):
     """A new account. Enter goes to the next field and adds from the last one; every problem is
     listed at once, in the form, before the store is asked."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        # Enter on the closed Role list goes on, as in the fields (Space or ↓ opens the list): it
+        # opened the list again each time, and the Enter-only walk never got past Role.
+        Binding("enter", "past_role", "Next field", show=False, priority=True),
+    ]
     FIELDS = (  # (id, label, placeholder)
         ("new-username", "Username", "letters, digits, . _ - @"),
         ("new-name", "Full name", ""),
@@ -50,7 +55,8 @@ class AddUserDialog(StoreWork, Dialog[User | None]):
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Add", variant="primary", id="add")
-            yield Static(Content("Enter: next field, and Add from the last · Esc: cancel"), classes="hint")
+            yield Static(Content("Enter: next field, Add from the last · Space: the roles · Esc: cancel"),
+                         classes="hint")  # fmt: skip
 
     def _row(self, field_id: str, label: str, placeholder: str) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -58,6 +64,15 @@ class AddUserDialog(StoreWork, Dialog[User | None]):
             last = field_id == self.FIELDS[-1][0]
             yield Field(placeholder=placeholder, id=field_id, password=field_id == "new-password",
                         next_on_enter=not last)  # fmt: skip
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "past_role":
+            role = self.query_one("#new-role", Select)
+            return self.focused is role and not role.expanded
+        return True
+
+    def action_past_role(self) -> None:
+        self.set_focus(self.query_one("#new-team", Input))
 
     @on(Input.Submitted, "#new-password")
     def submitted(self) -> None:
