@@ -5,7 +5,8 @@ the XDG config folder (`~/.config/mfa-console/preferences.json`).
 One process and a few small documents is what TinyDB is made for. Two dashboards of one person
 at once may each keep their own last choice (the last written wins); the file is written whole
 under a temporary name and renamed, so it is never seen half written. A damaged file is set
-aside (renamed `.damaged`) with a notice, and defaults are used: never fatal.
+aside (renamed `.damaged`) with a notice, and defaults are used: never fatal. A value of the
+wrong type or out of range is dropped, with a notice, and its default used.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,21 @@ from tinydb.storages import Storage
 
 from store import fs
 from store.errors import StoreError
+from store.models import Status
 from store.paths import APP
 
-KEYS = ("theme", "tab", "sort_column", "sort_reverse", "status_filter")
+from .widgets.user_grid import COLUMNS
+
+# What each kept value may be. The file is the person's to edit (or another version's to write):
+# a value of the wrong type or out of range is dropped here, never handed to the widgets.
+VALID: dict[str, Callable[[Any], bool]] = {
+    "theme": lambda value: isinstance(value, str),  # a theme this Textual lacks: the app keeps its own
+    "tab": lambda value: isinstance(value, str),  # a tab the main screen lacks: it opens its default
+    "sort_column": lambda value: type(value) is int and 0 <= value < len(COLUMNS),  # bool is no column
+    "sort_reverse": lambda value: isinstance(value, bool),
+    "status_filter": lambda value: value in (None, *(status.value for status in Status)),
+}
+KEYS = tuple(VALID)
 
 
 def default_path() -> Path:
@@ -83,12 +97,23 @@ class Preferences:
     def _read(self) -> dict[str, Any]:
         try:
             found = self._db.get(Query().kind == "dashboard")
-        except (ValueError, TypeError, AttributeError):  # JSON that is not TinyDB's, or not JSON
+        # JSON that is not TinyDB's, or not JSON (nested past the parser's recursion limit too)
+        except (ValueError, TypeError, AttributeError, RecursionError):
             aside = self.path.with_name(self.path.name + ".damaged")
             os.replace(self.path, aside)
             self.notice = f"Your preferences file was damaged: set aside as {aside}; defaults are used."
             return {}
-        return {k: v for k, v in (found or {}).items() if k in KEYS}
+        kept = {k: v for k, v in (found or {}).items() if k in KEYS}
+        bad = [k for k, v in kept.items() if not VALID[k](v)]
+        if bad:
+            self.notice = f"Your preferences file had values that cannot be used ({', '.join(bad)}): defaults are used."
+
+            def drop(document: dict[str, Any]) -> None:  # from the file too: said once, not at every start
+                for key in bad:
+                    del document[key]
+
+            self._db.update(drop, Query().kind == "dashboard")
+        return {k: v for k, v in kept.items() if k not in bad}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._values.get(key, default)

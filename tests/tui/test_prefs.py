@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from pathlib import Path
+
+import pytest
 
 from tests.support import activate, code, make_app, screen_text, settle, sign_in
 from tui.prefs import Preferences, default_path
@@ -58,3 +62,57 @@ def test_a_link_at_the_preferences_file_is_not_followed(tmp_path):
     assert prefs.notice is not None and "symbolic link" in prefs.notice
     prefs.save(theme="textual-light")  # not kept, and nothing written through the link
     assert target.read_text() == "keep me"
+
+
+def _write_preferences(text: str | bytes) -> Path:
+    path = default_path()
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    path.chmod(0o600)
+    return path
+
+
+WRONG = {"theme": ["x"], "tab": {"a": 1}, "sort_column": 99, "sort_reverse": "yes", "status_filter": ["pending"]}
+
+
+def test_values_of_the_wrong_type_or_range_are_dropped_with_a_notice_and_from_the_file():
+    path = _write_preferences(json.dumps({"_default": {"1": {"kind": "dashboard", **WRONG}}}))
+    prefs = Preferences()
+    assert [prefs.get(key) for key in WRONG] == [None] * len(WRONG)
+    assert prefs.notice == ("Your preferences file had values that cannot be used (theme, tab, sort_column, "
+                            "sort_reverse, status_filter): defaults are used.")  # fmt: skip
+    assert json.loads(path.read_text()) == {"_default": {"1": {"kind": "dashboard"}}}
+    assert Preferences().notice is None  # said once
+
+
+@pytest.mark.parametrize("column", [-1, 7, True, 1.0, "1"])
+def test_a_sort_column_the_grid_lacks_is_dropped(column):
+    _write_preferences(json.dumps({"_default": {"1": {"kind": "dashboard", "sort_column": column,
+                                                      "sort_reverse": True, "theme": "textual-light"}}}))  # fmt: skip
+    prefs = Preferences()
+    assert (prefs.get("sort_column"), prefs.get("sort_reverse"), prefs.get("theme")) == (None, True, "textual-light")
+
+
+async def test_the_dashboard_opens_on_wrong_typed_preferences(paths, service, clock):
+    """A theme that is a list crashed the app as it mounted; a sort column out of range made the
+    store look unusable (the preload's sort failed)."""
+    _write_preferences(json.dumps({"_default": {"1": {"kind": "dashboard", "theme": ["x"], "sort_column": 99,
+                                                      "sort_reverse": False}}}))  # fmt: skip
+    secret = activate(service, "ada", clock)
+    app = make_app(paths, clock)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        assert "Your preferences file had values" in screen_text(app) and "(theme, sort_column)" in app.prefs.notice
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        view = app.screen.query_one(UsersView)
+        assert (view.grid.sort_column, view.grid.sort_reverse) == (0, False)
+        assert "ada" in screen_text(app)
+
+
+def test_a_file_nested_past_the_parsers_limit_is_set_aside():
+    path = _write_preferences(b"[" * 100_000 + b"]" * 100_000)
+    prefs = Preferences()
+    assert prefs.notice is not None and "preferences file was damaged" in prefs.notice
+    assert path.with_name("preferences.json.damaged").stat().st_size == 200_000
+    prefs.save(theme="textual-light")
+    assert Preferences().get("theme") == "textual-light"
