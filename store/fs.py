@@ -77,8 +77,9 @@ def make_private_folder(folder: Path) -> None:
             raise StoreError(f"cannot create folder {candidate}: {exc.strerror}") from exc
 
 
-def check_folder(folder: Path) -> os.stat_result:
-    """Refuses `folder` unless it and every folder above it are safe (see the module's doc).
+def check_folder(folder: Path, *, what: str = "the store") -> os.stat_result:
+    """Refuses `folder` unless it and every folder above it are safe (see the module's doc);
+    `what` names the file kept in it, for the refusal.
 
     Returns its stat; FileNotFoundError if it does not exist. A symbolic link on the way is
     followed only if the user running or root made it.
@@ -120,11 +121,17 @@ def check_folder(folder: Path) -> os.stat_result:
         trusted = _trusted(pst.st_uid if part == real and parent_is_roots else None)
         if pst.st_uid not in trusted:
             raise _not_trusted(part, pst.st_uid, trusted, "folder ")
-        others_write = pst.st_mode & 0o022
-        if others_write and (part == real or not (pst.st_mode & stat.S_ISVTX)):
+        others_write, sticky = pst.st_mode & 0o022, pst.st_mode & stat.S_ISVTX
+        mode = f"mode {stat.S_IMODE(pst.st_mode):04o}"
+        if others_write and part == real and sticky:  # /tmp itself: shared on purpose, its mode is not ours to fix
             raise UnsafePath(
-                f"folder {part} is writable by other users (mode {stat.S_IMODE(pst.st_mode):04o}): any of them "
-                f"could swap the store; fix: `chmod go-w {part}`"
+                f"folder {part} is shared with other users ({mode}): any of them could plant files beside {what}; "
+                f"fix: put {what} in a folder of its own, made with `mkdir -m 700 {part / 'mfa-console'}`"
+            )
+        if others_write and (part == real or not sticky):
+            raise UnsafePath(
+                f"folder {part} is writable by other users ({mode}): any of them could swap {what}; "
+                f"fix: `chmod go-w {part}`"
             )
     return st
 
@@ -181,10 +188,10 @@ def create_private_file(path: Path, folder: os.stat_result) -> int:
     return fd
 
 
-def read_private_file(path: Path, *, secret: bool) -> bytes:
+def read_private_file(path: Path, *, secret: bool, what: str = "the store") -> bytes:
     """A file's bytes, checked like `check_file` on the file actually opened (no link followed;
-    a FIFO or device is refused, not waited on)."""
-    folder = check_folder(path.parent)
+    a FIFO or device is refused, not waited on); `what` names it as `check_folder` does."""
+    folder = check_folder(path.parent, what=what)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         _check_opened(path, os.fstat(fd), folder, secret=secret)
@@ -221,7 +228,7 @@ def open_private_key(path: Path) -> int:
     if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in (me, 0):
         raise UnsafePath(f"{path} is a symbolic link owned by {_who(lst.st_uid)}: refusing to follow it")
     real = Path(os.path.realpath(path))
-    folder = check_folder(real.parent)
+    folder = check_folder(real.parent, what="the TLS key")
     fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)

@@ -53,7 +53,7 @@ class AtomicJSONStorage(Storage):
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         try:
-            raw = fs.read_private_file(self.path, secret=False)
+            raw = fs.read_private_file(self.path, secret=False, what="your preferences")
         except FileNotFoundError:
             return None
         if not raw.strip():
@@ -86,7 +86,7 @@ class Preferences:
         self._values: dict[str, Any] = {}
         try:
             fs.make_private_folder(self.path.parent)
-            fs.check_folder(self.path.parent)
+            fs.check_folder(self.path.parent, what="your preferences")
             fs.check_file(self.path, os.stat(self.path.parent), secret=False)
             self._db = TinyDB(storage=AtomicJSONStorage, path=self.path)
             self._values = self._read()

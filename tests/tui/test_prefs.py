@@ -116,3 +116,11 @@ def test_a_file_nested_past_the_parsers_limit_is_set_aside():
     assert path.with_name("preferences.json.damaged").stat().st_size == 200_000
     prefs.save(theme="textual-light")
     assert Preferences().get("theme") == "textual-light"
+
+
+def test_a_preferences_folder_others_may_write_is_named_for_the_preferences():
+    folder = default_path().parent
+    folder.mkdir(parents=True, mode=0o700)
+    folder.chmod(0o777)
+    assert Preferences().notice == (f"Preferences are not kept: folder {folder} is writable by other users (mode "
+                                    f"0777): any of them could swap your preferences; fix: `chmod go-w {folder}`")  # fmt: skip
