@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.content import Content
@@ -169,6 +169,12 @@ class SecurityView(VerticalScroll):
         command = "\n".join(printable(line) for line in self.add_command.split("\n"))  # a path may hold anything
         hint = ADD_HINT + command + ("\n" + who if who else "")
         self.query_one("#clients-hint", Static).update(Content(hint))
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """The list takes the keys (↓, End, PgDn): the lines under it, how to add a client and what
+        `r` does, are scrolled into view with it, or no key would reach them at 80x24."""
+        if event.widget is self.clients_table:
+            self.call_after_refresh(self.scroll_end, animate=False)
 
     def on_line_table_highlighted(self, event: LineTable.Highlighted) -> None:
         event.stop()
