@@ -22,7 +22,8 @@ import os
 import pwd
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import StoreError
@@ -61,25 +62,60 @@ def _not_trusted(path: Path, uid: int, trusted: set[int], what: str = "") -> Uns
     )
 
 
-def make_private_folder(folder: Path) -> None:
-    """Creates the missing folders of `folder` one at a time, each 0700 whatever the umask."""
+def make_private_folder(folder: Path, *, what: str = "the store") -> list[Path]:
+    """Creates the missing folders of `folder` one at a time, each 0700 whatever the umask, and
+    only once the folder they go in passed `check_folder` as a folder above `what`: nothing is
+    made where another user could change it. Returns the folders made, outermost first; if one
+    cannot be made, those made before it are removed."""
     missing = []
     for candidate in (folder, *folder.parents):
         if os.path.lexists(candidate):
             break
         missing.append(candidate)
+    if not missing:
+        return []
+    check_folder(missing[-1].parent, what=what, above=True)
+    made: list[Path] = []
     for candidate in reversed(missing):
         try:
             os.mkdir(candidate, FOLDER_MODE)
         except FileExistsError:
             continue  # made meanwhile by another process: checked below like any folder
         except OSError as exc:
+            _remove_folders(made)
             raise StoreError(f"cannot create folder {candidate}: {exc.strerror}") from exc
+        made.append(candidate)
+    return made
 
 
-def check_folder(folder: Path, *, what: str = "the store") -> os.stat_result:
+@contextmanager
+def new_folders(*folders: Path) -> Iterator[None]:
+    """The missing folders of each of `folders` made (`make_private_folder`) for the files the
+    block creates in them; if the block fails, the folders made here are removed again."""
+    made: list[Path] = []
+    try:
+        for folder in folders:
+            made += make_private_folder(folder)
+        yield
+    except BaseException:
+        _remove_folders(made)
+        raise
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Removes the folders `made` (outermost first), innermost first; one another process put a
+    file in meanwhile stays."""
+    for folder in reversed(made):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def check_folder(folder: Path, *, what: str = "the store", above: bool = False) -> os.stat_result:
     """Refuses `folder` unless it and every folder above it are safe (see the module's doc);
-    `what` names the file kept in it, for the refusal.
+    `what` names the file kept in it, for the refusal. With `above`, `folder` is to hold a new
+    folder for `what`, and is checked as the folders above it are.
 
     Returns its stat; FileNotFoundError if it does not exist. A symbolic link on the way is
     followed only if the user running or root made it.
@@ -112,23 +148,24 @@ def check_folder(folder: Path, *, what: str = "the store") -> os.stat_result:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"{folder} is not a folder")
     real = Path(os.path.realpath(folder))
+    holder = None if above else real  # the folder `what` is kept in, if it is this one
     # Root trusts a service account's store folder, but only where nobody else could have made
     # it (its parent is root's alone: not /tmp); every folder above it must be root's.
     parent = os.stat(real.parent)
     parent_is_roots = parent.st_uid == 0 and not parent.st_mode & 0o022
     for part in (real, *real.parents):
         pst = os.stat(part)
-        trusted = _trusted(pst.st_uid if part == real and parent_is_roots else None)
+        trusted = _trusted(pst.st_uid if part == holder and parent_is_roots else None)
         if pst.st_uid not in trusted:
             raise _not_trusted(part, pst.st_uid, trusted, "folder ")
         others_write, sticky = pst.st_mode & 0o022, pst.st_mode & stat.S_ISVTX
         mode = f"mode {stat.S_IMODE(pst.st_mode):04o}"
-        if others_write and part == real and sticky:  # /tmp itself: shared on purpose, its mode is not ours to fix
+        if others_write and part == holder and sticky:  # /tmp itself: shared on purpose, its mode is not ours to fix
             raise UnsafePath(
                 f"folder {part} is shared with other users ({mode}): any of them could plant files beside {what}; "
                 f"fix: put {what} in a folder of its own, made with `mkdir -m 700 {part / 'mfa-console'}`"
             )
-        if others_write and (part == real or not sticky):
+        if others_write and (part == holder or not sticky):
             raise UnsafePath(
                 f"folder {part} is writable by other users ({mode}): any of them could swap {what}; "
                 f"fix: `chmod go-w {part}`"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import crypto, legacy, totp
+from . import crypto, fs, legacy, totp
 from .errors import (
     InvalidInput,
     JsonLayout,
@@ -143,23 +143,25 @@ class Service:
                 raise StoreError(f"a store already exists at {existing}; refusing to overwrite it")
         service = cls(paths, clock=clock)
         now = service._clock()
-        master = crypto.create_key_file(paths.key)
-        try:
-            box = crypto.SecretBox(master)
-            events = [service._event(f"os:{actor}", "store.created", None, "ok", f"issuer {issuer}")]
-            users = []
-            if admin is not None:
-                users.append(_new_record(admin, now, password_hash))
-                events.append(service._event(f"os:{actor}", "user.add", users[0].key, "ok", "role admin"))
+        folders = (paths.key.parent,) if is_url(paths.db) else (paths.key.parent, paths.db.parent)
+        with fs.new_folders(*folders):  # those it makes are gone again if the store cannot be made
+            master = crypto.create_key_file(paths.key)
+            try:
+                box = crypto.SecretBox(master)
+                events = [service._event(f"os:{actor}", "store.created", None, "ok", f"issuer {issuer}")]
+                users = []
+                if admin is not None:
+                    users.append(_new_record(admin, now, password_hash))
+                    events.append(service._event(f"os:{actor}", "user.add", users[0].key, "ok", "role admin"))
 
-            def populate(w: Writer) -> None:
-                w.add_users(users)
-                w.record(events)
+                def populate(w: Writer) -> None:
+                    w.add_users(users)
+                    w.record(events)
 
-            service._db = create_store(paths.db, Settings(mode, True, issuer, box.check, now), populate)
-        except BaseException:
-            paths.key.unlink(missing_ok=True)  # made above for a store that could not be made
-            raise
+                service._db = create_store(paths.db, Settings(mode, True, issuer, box.check, now), populate)
+            except BaseException:
+                paths.key.unlink(missing_ok=True)  # made above for a store that could not be made
+                raise
         service._box = box
         return service
 

@@ -85,7 +85,7 @@ class Preferences:
         self.notice: str | None = None  # for the person: why the preferences were not read or kept
         self._values: dict[str, Any] = {}
         try:
-            fs.make_private_folder(self.path.parent)
+            fs.make_private_folder(self.path.parent, what="your preferences")
             fs.check_folder(self.path.parent, what="your preferences")
             fs.check_file(self.path, os.stat(self.path.parent), secret=False)
             self._db = TinyDB(storage=AtomicJSONStorage, path=self.path)

@@ -138,8 +138,8 @@ class SQLiteDatabase(Database):
     ROW_OK = _USER_OK
     FIND = "instr"
 
-    def __init__(self, path: Path, conn: sqlite3.Connection):
-        super().__init__(str(path))
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, name: Path | None = None):
+        super().__init__(str(name or path))  # a store being built is named as the one it becomes
         self.path = path
         self._conn = conn
         self._own_writes = 0  # PRAGMA data_version does not move for this connection's commits
@@ -163,9 +163,9 @@ class SQLiteDatabase(Database):
                     raise UnsafePath(f"{building}{suffix} is in the way of a new store; remove it")
             os.close(fs.create_private_file(building, folder))
             made = [Path(f"{building}{suffix}") for suffix in ("", "-wal", "-shm")]
-            conn = _connect(building)
+            conn = _connect(building, path)
             try:
-                db = cls(building, conn)
+                db = cls(building, conn, name=path)
                 with db._guard():
                     conn.execute("PRAGMA journal_mode = WAL")
                 with db.write() as w:
@@ -301,7 +301,7 @@ class SQLiteDatabase(Database):
         try:
             yield
         except (sqlite3.Error, UnicodeDecodeError) as exc:
-            raise _translate(exc, self.path, self._busy_seconds) from exc
+            raise _translate(exc, Path(self.name), self._busy_seconds) from exc
 
     def wait_at_most(self, seconds: float) -> None:
         if seconds < self._busy_seconds:
@@ -371,8 +371,9 @@ def _missing(path: Path) -> str:
 MIN_SQLITE = (3, 37)  # STRICT tables (3.37) and RETURNING (3.35)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """A connection that never creates the file (mode=rw) and waits at most BUSY_SECONDS."""
+def _connect(path: Path, name: Path | None = None) -> sqlite3.Connection:
+    """A connection that never creates the file (mode=rw) and waits at most BUSY_SECONDS; its
+    failures name the store `name` (a store being built: the one it becomes)."""
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise StoreError(f"this Python's SQLite is {sqlite3.sqlite_version}; mfa-console needs 3.37 or newer")
     uri = f"file:{urllib.parse.quote(str(path))}?mode=rw"
@@ -388,7 +389,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     except (sqlite3.Error, UnicodeDecodeError) as exc:
         if conn is not None:
             conn.close()
-        raise _translate(exc, path) from exc
+        raise _translate(exc, name or path) from exc
     return conn
 
 

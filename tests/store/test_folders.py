@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,10 @@ from store.service import Service
 from tests.support import run_forked
 
 
-def mfa_fails(cwd: Path, *args: str) -> str:
+def mfa_fails(cwd: Path, *args: str, input: str = "") -> str:
     """`mfa-console ARGS` refused: exit 2, nothing on stdout, one line on stderr (returned)."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "MFA_CONSOLE_DB", "MFA_CONSOLE_KEY")}
-    proc = run_forked(list(args), env=env, cwd=cwd)
+    proc = run_forked(list(args), input=input, env=env, cwd=cwd)
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("mfa-console: "), proc.stderr
@@ -69,3 +71,67 @@ def test_a_tls_key_in_a_folder_others_may_write_says_so_of_the_tls_key(tmp_path)
     said = mfa_fails(tmp_path, "--db", str(tmp_path / "store.db"), "serve", "--listen", "127.0.0.1:0",
                      "--tls-cert", str(cert), "--tls-key", str(key))  # fmt: skip
     assert said.endswith(f"any of them could swap the TLS key; fix: `chmod go-w {folder}`"), said
+
+
+# -- init: what it checks before making folders, and what it leaves when it fails ----------------
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: chown to another user, mounts")
+OTHER = 65534  # nobody
+
+
+def _init(cwd: Path, db: str) -> str:
+    return mfa_fails(cwd, "--db", db, "init", "--issuer", "Acme", "--admin", "root", "--password-stdin",
+                     input="root-password\n")  # fmt: skip
+
+
+@needs_root
+@pytest.mark.parametrize(("owner", "mode", "said"), [(OTHER, 0o777, "is owned by nobody, not by root"),
+                                                    (0, 0o777, "is writable by other users (mode 0777)")],
+                         ids=["theirs", "open"])  # fmt: skip
+def test_init_makes_no_folder_inside_one_another_user_could_change(tmp_path, owner, mode, said):
+    """As root, `init` in another user's folder (or one anyone may write) refuses before it makes
+    a folder there: what it made would be in a place the other user controls."""
+    theirs = tmp_path / "pc" / "st" / "wsub"
+    theirs.mkdir(parents=True)
+    os.chown(theirs, owner, owner)
+    theirs.chmod(mode)
+    message = _init(tmp_path, "pc/st/wsub/a/b/store.db")
+    assert message.startswith(f"mfa-console: folder {theirs} {said}"), message
+    assert list(theirs.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs, unmounted however the test ends."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Writes a file until the disk is full, then gives `leave` bytes back."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 16, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        f.truncate(f.tell() - leave)
+
+
+@needs_root
+@pytest.mark.parametrize("leave", [0, 3 * 4096], ids=["no-room-for-the-key", "room-for-the-key-only"])
+def test_init_on_a_full_disk_removes_the_folders_it_made_and_names_the_store(small_disk, leave):
+    """The folders init made for a store it could not make go with it; and a store that could not
+    be built is named as itself, not by the temporary name it is built under."""
+    fill(small_disk, leave)
+    message = _init(small_disk, "new/store/store.db")
+    if leave:
+        assert message == (f"mfa-console: no space left on the disk of store {small_disk}/new/store/store.db; "
+                           "nothing was changed")  # fmt: skip
+    else:
+        assert "No space left on device" in message, message
+    assert [p.name for p in small_disk.iterdir()] == ["filler"]
