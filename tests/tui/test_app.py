@@ -705,11 +705,12 @@ async def test_tab_names_and_the_audit_hint_are_legible(paths, service, clock):
         await admin_main_screen(pilot, service, clock)
         await pilot.press("4")
         for theme in ("textual-light", "solarized-light", "catppuccin-latte", "rose-pine-dawn", "atom-one-light",
-                      "solarized-dark"):  # fmt: skip
+                      "solarized-dark", "nord"):  # fmt: skip
             pilot.app.theme = theme
             await settle(pilot)
             for tab in ("Rollout", "Users", "Security"):
                 assert worst_contrast(pilot.app, 1, tab) >= 4.5, (theme, tab)
+            assert worst_contrast(pilot.app, 0, "Ada · admin") >= 4.5, theme  # who is signed in, in the header
             assert worst_contrast(pilot.app, 3, "Type to filter") >= 4.5, theme
 
 
@@ -759,6 +760,7 @@ async def test_the_ansi_themes_read_on_the_terminals_own_colours(paths, service,
         await settle(pilot)
         lines = screen_text(pilot.app).splitlines()
         assert worst_contrast(pilot.app, 1, "Rollout", terminal) >= 4.5
+        assert worst_contrast(pilot.app, 0, "Ada · admin", terminal) >= 4.5
         assert worst_contrast(pilot.app, len(lines) - 1, "?", terminal) >= 4.5
         axis = next(i for i, line in enumerate(lines) if "100%" in line)
         assert worst_contrast(pilot.app, axis, "100%", terminal) >= 4.5

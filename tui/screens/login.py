@@ -178,7 +178,7 @@ class FirstRunScreen(StoreWork, Screen):
     """No store yet: name the contact center and its first administrator, then enroll them."""
 
     FIELDS = (  # (id, label, placeholder, password)
-        ("issuer", "Name", "the contact center, as authenticator apps show it", False),
+        ("issuer", "Name", "shown in authenticator apps", False),
         ("admin-username", "Admin user", "the first administrator's username", False),
         ("admin-name", "Full name", "optional", False),
         ("password1", "Password", "at least 8 characters", True),
