@@ -398,6 +398,7 @@ def cmd_users(args) -> int:
             print(f"No password yet: set one with `mfa-console users passwd {user.username}`.")
         return EXIT_OK
     if action == "edit":
+        service.get_user(op, args.username)  # an unknown user is said so, even with nothing to change
         user = service.edit_user(op, args.username, name=args.name, email=args.email, role=args.role, team=args.team)
         print(f"Updated {user.username}.")
         return EXIT_OK
