@@ -429,7 +429,7 @@ def cmd_users(args) -> int:
         return EXIT_OK
     if action == "export":
         users = service.list_users(op)
-        if not args.output:
+        if not args.output or args.output == "-":  # `-o -` is standard output, as the convention goes
             write_users(users, sys.stdout, args.format)
             return EXIT_OK
         try:
