@@ -38,6 +38,9 @@ class MfaConsoleApp(StoreWork, App[None]):
         Binding("q", "quit", "Quit", id="quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("escape", "hide_keys", "Hide keys", show=False, priority=True),  # only while they show
+        # The keys panel is longer than 24 rows on the Users tab, and never has the focus.
+        Binding("pagedown", "scroll_keys(1)", "More keys", show=False, priority=True),
+        Binding("pageup", "scroll_keys(-1)", "Keys above", show=False, priority=True),
     ]
 
     def __init__(
@@ -154,9 +157,13 @@ class MfaConsoleApp(StoreWork, App[None]):
     def action_hide_keys(self) -> None:
         self.action_hide_help_panel()
 
+    def action_scroll_keys(self, direction: int) -> None:
+        keys = self.screen.query_one("HelpPanel #keys-help")
+        keys.scroll_page_down() if direction > 0 else keys.scroll_page_up()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "hide_keys":
-            return bool(self.screen.query("HelpPanel"))  # else Esc goes on to the screen
+        if action in ("hide_keys", "scroll_keys"):
+            return bool(self.screen.query("HelpPanel"))  # else the key goes on to the screen
         # The enrollment wizard's recovery-codes step (duck-typed: the wizard is imported when first used).
         if action == "quit" and getattr(self.screen, "step", None) == "codes":
             return False  # the recovery codes are shown once: `q` must not lose them (ctrl+q still quits)

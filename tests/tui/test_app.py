@@ -434,6 +434,27 @@ async def test_keys_and_quit_work_in_dialogs_and_the_wizard(paths, service, cloc
         assert not pilot.app.is_running
 
 
+async def test_every_key_of_the_users_tab_can_be_read_at_80x24(paths, service, clock):
+    """`?` lists more keys than 24 rows hold on the Users tab, and its panel never has the focus:
+    PgDn and PgUp page it while it shows (and move the grid again once it is hidden)."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        grid = pilot.app.screen.query_one(UserGrid)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        first = screen_text(pilot.app)
+        await pilot.press("pagedown")
+        await settle(pilot)
+        paged = screen_text(pilot.app)
+        keys = ("Search", "Filter", "Enroll", "Reset", "Unlock", "Add", "(De)activate", "Import", "Export", "Quit")
+        assert [k for k in keys if k not in first]  # more than 24 rows hold
+        assert [k for k in keys if k not in first + paged] == []
+        assert grid.cursor == 0  # the keys panel took PgDn, not the grid
+        await pilot.press("escape", "pagedown")
+        await settle(pilot)
+        assert not pilot.app.screen.query("HelpPanel") and grid.cursor > 0
+
+
 async def test_first_run_creates_the_store_and_enrolls_the_admin(paths, clock):
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await settle(pilot)
