@@ -272,9 +272,13 @@ async def test_admin_resets_and_unlocks(paths, service, clock):
         await settle(pilot)
         assert user(service, "bob").locked_until is None
         since = user(service, "bob").pending_since
-        await pilot.press("r")  # bob is Pending: no dialog about an authenticator they do not have
+        await pilot.press("r")  # bob is Pending: asked about an enrollment begun, not about an authenticator
         await settle(pilot)
-        assert not isinstance(pilot.app.screen, ConfirmDialog)
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        asked = " ".join(screen_text(pilot.app).split())
+        assert "has not set up 2FA yet" in asked and "authenticator entry" not in asked
+        await pilot.press("tab", "enter")
+        await settle(pilot)
         assert any("bob has no 2FA to reset" in str(n.message) for n in pilot.app._notifications)
         assert user(service, "bob").pending_since == since
         await pilot.press("a")  # a dialog next: the toast, drawn over its buttons, goes
@@ -537,6 +541,33 @@ async def admin_main_screen(pilot, service, clock):
     secret = activate(service, "ada", clock)
     await sign_in(pilot, "ada", "ada-password", code(secret, clock))
     assert isinstance(pilot.app.screen, MainScreen)
+
+
+async def test_an_administrator_made_supervisor_elsewhere_is_signed_out(paths, service, clock):
+    """The keys and the footer are the role's: made supervisor by the CLI, an administrator kept
+    an administrator's screen whose actions the store then refused."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        op = service.operator("tester")
+        service.add_user(op, NewUser("root2", "Second Admin", Role.ADMIN))  # one must stay
+        service.edit_user(op, "ada", role=Role.SUPERVISOR)
+        for _ in range(30):
+            await pilot.pause(0.1)
+            if isinstance(pilot.app.screen, LoginScreen):
+                break
+        assert isinstance(pilot.app.screen, LoginScreen)
+        assert any("Your role is now supervisor" in str(n.message) for n in pilot.app._notifications)
+
+
+async def test_deactivating_yourself_says_so_first(paths, service, clock):
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        grid = pilot.app.screen.query_one(UserGrid)
+        grid.cursor = [u.username for u in grid.rows].index("ada")
+        await pilot.press("d")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ConfirmDialog)
+        assert "Deactivate your own account?" in " ".join(screen_text(pilot.app).split())
 
 
 async def test_import_with_bad_rows_shows_them_and_writes_nothing(paths, service, clock, tmp_path):

@@ -201,6 +201,11 @@ class MainScreen(StoreWork, Screen):
             self.app.sign_out()
             self.app.notify(printable(f"Signed out: {snapshot}"), severity="warning", markup=False)
             return
+        if isinstance(snapshot, Snapshot) and snapshot.me is not None and snapshot.me.role is not self.session.role:
+            # Made supervisor (or administrator) elsewhere: this screen's keys are the old role's.
+            self.app.sign_out()
+            self.app.notify(f"Your role is now {snapshot.me.role.value}: sign in again.", severity="warning")
+            return
         if isinstance(snapshot, StoreError):
             if self.store_problem != str(snapshot):
                 self.store_problem = str(snapshot)
@@ -358,7 +363,11 @@ class MainScreen(StoreWork, Screen):
         if user is None:
             return
         if user.status is Status.PENDING:  # nothing to reset: the store says so, or cancels an enrollment begun
-            self._do(self.app.service.reset_2fa, user, f"The enrollment {user.username} had begun is cancelled.")
+            body = (f"{printable(user.name)} ({printable(user.username)}) has not set up 2FA yet.\n\n"
+                    "If they began to, with an authenticator app, that setup is cancelled: they start "
+                    "again at their next sign-in.")  # fmt: skip
+            self._confirm_then("Cancel their enrollment", body, "Cancel it", self.app.service.reset_2fa, user,
+                               f"The enrollment {user.username} had begun is cancelled.")  # fmt: skip
             return
         body = (
             f"Reset two-factor authentication of {printable(user.name)} ({printable(user.username)})?\n\n"
@@ -382,6 +391,9 @@ class MainScreen(StoreWork, Screen):
             return
         body = (f"Deactivate {printable(user.name)} ({printable(user.username)})?\n\n"
                 "They can no longer sign in until reactivated.")  # fmt: skip
+        if user.username == self.session.username:
+            body = ("Deactivate your own account? You are signed out at once, and only another "
+                    "administrator can reactivate you.")  # fmt: skip
         self._confirm_then("Deactivate user", body, "Deactivate", self.app.service.set_active, user,
                            f"{user.username} is deactivated.", False)  # fmt: skip
 
