@@ -19,16 +19,19 @@ from .common import Dialog
 from ..work import StoreWork
 
 
+class RoleSelect(Select):
+    """Enter goes on to the next field, as in the fields around it; Space or ↓ opens the list. (It
+    opened the list each time: the Enter-only walk the form's hint promises never got past it.)
+    A binding of the widget, not the form's: it acts in order with a burst's Tabs, as they do."""
+
+    BINDINGS = [Binding("enter", "app.focus_next", "Next field", show=False)]
+
+
 class AddUserDialog(StoreWork, Dialog[User | None]):
     """A new account. Enter goes to the next field and adds from the last one; every problem is
     listed at once, in the form, before the store is asked."""
 
-    BINDINGS = [
-        Binding("escape", "dismiss(None)", "Cancel"),
-        # Enter on the closed Role list goes on, as in the fields (Space or ↓ opens the list): it
-        # opened the list again each time, and the Enter-only walk never got past Role.
-        Binding("enter", "past_role", "Next field", show=False, priority=True),
-    ]
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     FIELDS = (  # (id, label, placeholder)
         ("new-username", "Username", "letters, digits, . _ - @"),
         ("new-name", "Full name", ""),
@@ -48,7 +51,7 @@ class AddUserDialog(StoreWork, Dialog[User | None]):
                 yield from self._row(field_id, label, placeholder)
             with Horizontal(classes="row"):
                 yield Label(Content("Role"), classes="label")
-                yield Select([(r.value.title(), r) for r in Role], value=Role.AGENT, allow_blank=False, id="new-role")
+                yield RoleSelect([(r.value.title(), r) for r in Role], value=Role.AGENT, allow_blank=False, id="new-role")
             for field_id, label, placeholder in self.FIELDS[2:]:
                 yield from self._row(field_id, label, placeholder)
             yield Static(id="add-message", classes="message -error")
@@ -64,15 +67,6 @@ class AddUserDialog(StoreWork, Dialog[User | None]):
             last = field_id == self.FIELDS[-1][0]
             yield Field(placeholder=placeholder, id=field_id, password=field_id == "new-password",
                         next_on_enter=not last)  # fmt: skip
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "past_role":
-            role = self.query_one("#new-role", Select)
-            return self.focused is role and not role.expanded
-        return True
-
-    def action_past_role(self) -> None:
-        self.set_focus(self.query_one("#new-team", Input))
 
     @on(Input.Submitted, "#new-password")
     def submitted(self) -> None:
