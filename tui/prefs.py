@@ -118,6 +118,12 @@ class Preferences:
     def get(self, key: str, default: Any = None) -> Any:
         return self._values.get(key, default)
 
+    @property
+    def sort(self) -> tuple[int, bool]:
+        """The Users grid's (column, reverse) last chosen: a column sorted but never reversed is
+        kept without a `sort_reverse` (it was lost at the next start)."""
+        return self.get("sort_column", 0), self.get("sort_reverse", False)
+
     def save(self, **changes: Any) -> None:
         changes = {k: v for k, v in changes.items() if k in KEYS and self._values.get(k) != v}
         if not changes or self._db is None:

@@ -38,6 +38,22 @@ async def test_theme_tab_sort_and_filter_are_remembered(paths, service, clock):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
+async def test_a_sort_never_reversed_is_remembered_too(paths, service, clock):
+    """Only the column was chosen (`s`): no sort_reverse was ever written, and the sort was lost."""
+    secret = activate(service, "ada", clock)
+    app = make_app(paths, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        await pilot.press("s")  # by name
+        await settle(pilot)
+    clock.advance(30)
+    again = make_app(paths, clock)
+    async with again.run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "ada", "ada-password", code(secret, clock))
+        grid = again.screen.query_one(UsersView).grid
+        assert (grid.sort_column, grid.sort_reverse) == (1, False)
+
+
 async def test_a_damaged_preferences_file_is_set_aside_with_a_notice(paths, service, clock):
     path = default_path()
     path.parent.mkdir(parents=True, mode=0o700)

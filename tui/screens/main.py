@@ -32,7 +32,7 @@ from ..widgets.audit import AuditView
 from ..widgets.footer import Footer
 from ..widgets.rollout import RolloutView
 from ..widgets.security import SecurityView
-from ..widgets.user_grid import COLUMNS, UserIndex
+from ..widgets.user_grid import UserIndex
 from ..widgets.users import UsersView
 from ..work import StoreWork
 from .common import ConfirmDialog, PromptDialog
@@ -305,9 +305,7 @@ class MainScreen(StoreWork, Screen):
         """The sort and the status filter last chosen; each change is remembered."""
         prefs, view = self.app.prefs, self.users_view
         grid = view.grid
-        column, reverse = prefs.get("sort_column"), prefs.get("sort_reverse")
-        if isinstance(column, int) and 0 <= column < len(COLUMNS) and isinstance(reverse, bool):
-            grid.sort_column, grid.sort_reverse = column, reverse
+        grid.sort_column, grid.sort_reverse = prefs.sort  # checked as the file was read (tui.prefs)
         status = prefs.get("status_filter")
         view.status_filter = next((s for s in Status if s.value == status), None)
         self.watch(grid, "sort_column", lambda column: prefs.save(sort_column=column), init=False)
