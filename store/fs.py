@@ -297,10 +297,12 @@ def write_new_file(path: Path, write: Callable[[int], None], *, force: bool = Fa
     if st is not None:
         if stat.S_ISLNK(st.st_mode):
             raise UnsafePath(f"{path} is a symbolic link: refusing to write through it")
-        if not force:
-            raise FileExistsError(errno.EEXIST, "it already exists", str(path))
+        if stat.S_ISDIR(st.st_mode):  # said at once: asking to replace it would end in this refusal
+            raise UnsafePath(f"{path} is a folder: give the name of a file to write, in it or elsewhere")
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePath(f"{path} is not a regular file: refusing to replace it")
+        if not force:
+            raise FileExistsError(errno.EEXIST, "it already exists", str(path))
     folder = path.parent
     if st is None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)

@@ -172,6 +172,18 @@ async def test_export_into_a_missing_folder_says_so(tmp_path):
         assert any("cannot write" in str(n.message) and "No such file" in str(n.message) for n in app._notifications)
 
 
+async def test_export_to_a_folder_says_so_without_asking_to_replace_it(tmp_path):
+    app = RolloutApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("x")
+        app.screen.query_one(Input).value = str(tmp_path)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert not isinstance(app.screen, PromptDialog) and "Replace" not in screen_text(app)
+        assert any(f"{tmp_path} is a folder" in str(n.message) for n in app._notifications)
+
+
 async def test_no_users_yet():
     app = RolloutApp(users=())
     async with app.run_test(size=SIZE) as pilot:
