@@ -132,11 +132,11 @@ def _users_arguments(users: argparse.ArgumentParser) -> None:
     s = usub.add_parser("passwd", help="set a user's password")
     s.add_argument("username")
     s.add_argument("--password-stdin", action="store_true")
-    s = usub.add_parser("import", help="add users from a CSV file (all rows or none)")
+    s = usub.add_parser("import", help=f"add users from a CSV file, or - for stdin (all rows or none; {MAX_IMPORT_MIB} MiB at most)")
     s.add_argument("file", help="CSV with header username,name,email,role,team ('-' for stdin)")
     s = usub.add_parser("export", help="export users as CSV or JSON")
     s.add_argument("--format", choices=["csv", "json"], default="csv")
-    s.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created 0600) instead of stdout")
+    s.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created 0600) instead of stdout (- is stdout)")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
     _store_options(users)
     for action in usub.choices.values():
