@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from store import fs, legacy
-from store.csvio import csv_cell, read_import, users_to_json
+from store.csvio import MAX_IMPORT_MIB, csv_cell, read_import, users_to_json
 from store.errors import ImportRejected, PermissionDenied, PolicyError, StoreError, StoreMissing
 from store.exports import write_private, write_users
 from store.models import AuthResult, Enrollment, NewUser, Outcome, Policy, PolicyMode, Role, Session, Status, User
