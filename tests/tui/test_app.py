@@ -556,6 +556,7 @@ async def test_an_administrator_made_supervisor_elsewhere_is_signed_out(paths, s
             if isinstance(pilot.app.screen, LoginScreen):
                 break
         assert isinstance(pilot.app.screen, LoginScreen)
+        await settle(pilot)  # the notice is a message to the app, handled after the screen switched
         assert any("Your role is now supervisor" in str(n.message) for n in pilot.app._notifications)
 
 
