@@ -219,11 +219,12 @@ async def test_agent_sees_only_their_own_status(paths, service, clock):
         assert "Disabled" in text and "bob" not in text and "Users" not in text
         assert "Set up 2FA" not in text.splitlines()[-1]  # nothing to set up while 2FA is off
         service.set_enabled(service.operator("tester"), True)  # elsewhere: the screen follows
-        for _ in range(30):
+        followed = lambda text: "○ Pending" in text and "Set up 2FA" in text.splitlines()[-1]  # noqa: E731
+        for _ in range(30):  # the status, then the footer once redrawn
             await pilot.pause(0.1)
-            if "Pending" in screen_text(pilot.app):
+            if followed(screen_text(pilot.app)):
                 break
-        assert "○ Pending" in screen_text(pilot.app) and "Set up 2FA" in screen_text(pilot.app).splitlines()[-1]
+        assert followed(screen_text(pilot.app))
 
 
 async def test_supervisor_sees_no_admin_action_and_store_refuses_one(paths, service, clock):
