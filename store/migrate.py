@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import crypto
+from . import crypto, fs
 from .errors import KeyFileError, StoreError
 from .service import Service
 from .sql import TABLES, Writer, create_store, is_url
@@ -46,15 +46,16 @@ def migrate(source: Service, to: str | Path, *, actor: str) -> Migrated:
     if not is_url(to):
         to = Path(to).absolute()
         key = to.with_suffix(".key")
-        if source.paths.key.absolute() != key:
+    with fs.new_folders(*(() if is_url(to) else (to.parent,))):  # those it makes go if the copy cannot be made
+        if not is_url(to) and source.paths.key.absolute() != key:
             crypto.create_key_file(key, master)  # refuses to replace a key that is there
             key_copied = True
-    try:
-        target = create_store(to, settings, populate)
-    except BaseException:
-        if key_copied:
-            key.unlink(missing_ok=True)
-        raise
+        try:
+            target = create_store(to, settings, populate)
+        except BaseException:
+            if key_copied:
+                key.unlink(missing_ok=True)
+            raise
     try:
         _compare(rows, target.tables(), target.name)
         with target.write() as w:

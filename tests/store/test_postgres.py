@@ -168,6 +168,20 @@ def test_migrate_round_trip_sqlite_postgresql_sqlite_leaves_every_user_identical
     returned.close()
 
 
+def test_a_migration_that_fails_leaves_no_folder_or_key_it_made(tmp_path, clock, monkeypatch):
+    source = StorePaths(db=tmp_path / "src" / "store.db", key=tmp_path / "src" / "store.key")
+    local = Service.create(source, issuer="Acme", actor="tester", clock=clock)
+
+    def full_disk(*args):
+        raise StoreError("no space left on the device")
+
+    monkeypatch.setattr("store.migrate.create_store", full_disk)
+    with pytest.raises(StoreError, match="no space"):
+        migrate(local, tmp_path / "new" / "sub" / "store.db", actor="tester")
+    assert not (tmp_path / "new").exists()  # neither the folders nor the key copied into them
+    local.close()
+
+
 def test_migrate_refuses_a_target_that_is_not_empty(service, paths, tmp_path, clock):
     source = StorePaths(db=tmp_path / "src" / "store.db", key=tmp_path / "src" / "store.key")
     local = Service.create(source, issuer="Acme", actor="tester", clock=clock)
