@@ -169,7 +169,9 @@ class MfaConsoleApp(StoreWork, App[None]):
         return True
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Not Textual's "Screenshot": it writes the screen (names, emails) with the umask's mode
+        # into ~/Downloads, and fails with no reason where that folder does not exist.
+        yield from (command for command in super().get_system_commands(screen) if command.title != "Screenshot")
         if self.session is not None:
             yield SystemCommand("Sign out", "Back to the sign-in screen", self.sign_out)
 

@@ -521,6 +521,8 @@ async def test_command_palette_offers_only_allowed_actions(paths, service, clock
         await pilot.press("1")  # the Rollout tab's own actions, while it shows
         titles = [title for title, _, _ in MainScreenCommands(pilot.app.screen)._allowed()]
         assert {"Export who to chase", "Chart over 30 or 90 days"} <= set(titles) and "Search users" not in titles
+        system = [command.title for command in pilot.app.get_system_commands(pilot.app.screen)]
+        assert "Sign out" in system and "Screenshot" not in system  # it wrote names into ~/Downloads, 0644
 
 
 async def test_deactivated_admin_is_signed_out(paths, service, clock):
