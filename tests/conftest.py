@@ -11,7 +11,9 @@ What the tests share besides fixtures (the clock, codes, the app factory...) is 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,14 @@ def demo_100k(tmp_path_factory) -> Path:
 def screenshots(snapshot, request) -> Screenshots:
     """Several SVG snapshots in one test (see Screenshots); `screenshots.check()` at its end."""
     return Screenshots(snapshot, request)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (root only), unmounted however the test ends."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True)
+    yield mount
+    gc.collect()  # any connection a failed call left for the collector
+    subprocess.run(["umount", "-l", str(mount)], check=True)

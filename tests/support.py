@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import errno
 import os
 import pickle
 import select
@@ -622,3 +623,17 @@ def people() -> tuple[User, ...]:
         person("xia.yilmaz", "Xia Yilmaz", "Billing", A, activated=at("2026-11-30T00:30"), active=False),
         person("gus.bauer", "Gus Bauer", "Ghost", P, pending=at("2026-01-01T00:00"), active=False),
     )
+
+
+def fill_disk(disk: Path, leave: int = 0) -> Path:
+    """Writes a file until the disk has not one byte left, then gives `leave` bytes back; returns it."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 16, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        f.truncate(f.tell() - leave)
+    return filler

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from store.fs import UnsafePath
 from store.paths import StorePaths
 from store.service import Service
-from tests.support import run_forked
+from tests.support import fill_disk, run_forked
 
 
 def mfa_fails(cwd: Path, *args: str, input: str = "") -> str:
@@ -99,27 +97,8 @@ def test_init_makes_no_folder_inside_one_another_user_could_change(tmp_path, own
     assert list(theirs.iterdir()) == []
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MB tmpfs, unmounted however the test ends."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def fill(disk: Path, leave: int = 0) -> None:
-    """Writes a file until the disk is full, then gives `leave` bytes back."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (1 << 16, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-        f.truncate(f.tell() - leave)
 
 
 @needs_root
@@ -127,7 +106,7 @@ def fill(disk: Path, leave: int = 0) -> None:
 def test_init_on_a_full_disk_removes_the_folders_it_made_and_names_the_store(small_disk, leave):
     """The folders init made for a store it could not make go with it; and a store that could not
     be built is named as itself, not by the temporary name it is built under."""
-    fill(small_disk, leave)
+    fill_disk(small_disk, leave)
     message = _init(small_disk, "new/store/store.db")
     if leave:
         assert message == (f"mfa-console: no space left on the disk of store {small_disk}/new/store/store.db; "

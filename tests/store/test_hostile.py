@@ -11,7 +11,6 @@ The command line runs as a process only where it is the point (its one-line refu
 from __future__ import annotations
 
 import csv
-import errno
 import gc
 import importlib
 import io
@@ -49,6 +48,7 @@ from tests.support import (
     FakeClock,
     code,
     enroll,
+    fill_disk,
     hand_edit_user,
     password,
     run_forked,
@@ -562,28 +562,8 @@ def test_root_making_a_store_in_the_service_accounts_folder_gives_it_the_files(s
 
 
 # -- a full disk, a read-only disk ---------------------------------------------------------------
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MB tmpfs, unmounted however the test ends."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True)
-    yield mount
-    gc.collect()  # any connection a failed call left for the collector
-    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def fill(disk: Path) -> Path:
-    """Writes a file until the disk has not one byte left; returns it."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (1 << 16, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    return filler
 
 
 def _store_with_alice(paths: StorePaths) -> tuple[Service, str]:
@@ -605,7 +585,7 @@ def test_a_full_disk_refuses_each_change_clearly_and_loses_nothing(small_disk):
     try:
         op = service.operator("tester")
         before = store_state(paths.db)
-        filler = fill(small_disk)
+        filler = fill_disk(small_disk)
         for change in (lambda: service.import_users(op, users_csv([f"agent{i:04d}" for i in range(3000)])),
                        lambda: service.add_user(op, NewUser("bob", "Bob", Role.AGENT))):  # fmt: skip
             with pytest.raises(StoreError) as full:
@@ -634,7 +614,7 @@ def test_a_full_disk_with_the_store_closed_says_no_space(small_disk):
     service, secret = _store_with_alice(paths)
     service.close()
     before = store_state(paths.db)
-    filler = fill(small_disk)
+    filler = fill_disk(small_disk)
     message = refused(paths, "verify", "alice", input=pyotp.TOTP(secret).now() + "\n")
     filler.unlink()
     assert store_state(paths.db) == before
@@ -646,7 +626,7 @@ def test_init_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):
     written (nor an empty one) is left to be taken for the store's."""
     paths = StorePaths(db=small_disk / "store" / "store.db", key=small_disk / "store" / "store.key")
     paths.db.parent.mkdir(mode=0o700)
-    fill(small_disk)
+    fill_disk(small_disk)
     message = refused(paths, "init", "--issuer", "Acme", "--admin", "root", "--password-stdin",
                       input="root-password\n")  # fmt: skip
     assert "No space left on device" in message or "no space left" in message, message
