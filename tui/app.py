@@ -142,6 +142,11 @@ class MfaConsoleApp(StoreWork, App[None]):
         if self.session is not None:
             self.service.logout(self.session)
             self.session = None
+        # A dialog or the wizard open over the signed-in screen goes too: switch_screen replaces
+        # only the top screen, and the main screen left below kept polling with no session,
+        # signing out every later sign-in.
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
         self.switch_screen(LoginScreen(demo=self.demo))
 
     def action_toggle_keys(self) -> None:

@@ -551,8 +551,10 @@ async def test_an_administrator_made_supervisor_elsewhere_is_signed_out(paths, s
     an administrator's screen whose actions the store then refused."""
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await admin_main_screen(pilot, service, clock)
+        await pilot.press("a")  # a dialog open over the main screen: both go
+        await settle(pilot)
         op = service.operator("tester")
-        service.add_user(op, NewUser("root2", "Second Admin", Role.ADMIN))  # one must stay
+        service.add_user(op, NewUser("root2", "Second Admin", Role.ADMIN), password="root2-password")  # one must stay
         service.edit_user(op, "ada", role=Role.SUPERVISOR)
         for _ in range(30):
             await pilot.pause(0.1)
@@ -561,6 +563,11 @@ async def test_an_administrator_made_supervisor_elsewhere_is_signed_out(paths, s
         assert isinstance(pilot.app.screen, LoginScreen)
         await settle(pilot)  # the notice is a message to the app, handled after the screen switched
         assert any("Your role is now supervisor" in str(n.message) for n in pilot.app._notifications)
+        assert [type(s).__name__ for s in pilot.app.screen_stack[1:]] == ["LoginScreen"]
+        clock.advance(30)
+        await sign_in(pilot, "root2", "root2-password")  # Pending: the wizard, then nothing signs it out
+        await pilot.pause(0.5)
+        assert isinstance(pilot.app.screen, EnrollmentWizard)
 
 
 async def test_deactivating_yourself_says_so_first(paths, service, clock):
