@@ -52,13 +52,15 @@ async def test_choosing_a_team_filters_the_users_grid(paths, service, clock):
     secret = activate(service, "sam", clock)
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:
         await sign_in(pilot, "sam", "sam-password", code(secret, clock))
-        await pilot.press("2", "slash", *"zoe", "enter", "1")  # a search left on the Users tab
+        await pilot.press("2", "end", "slash", *"zoe", "enter", "1")  # the grid at its end, a search left
         await settle(pilot)
         await pilot.press("down", "enter")  # Sales (0%) first, then Billing (1 of 4)
         await settle(pilot)
         screen = pilot.app.screen
         assert screen.query_one(TabbedContent).active == "users-tab"
-        assert [u.username for u in screen.query_one(UserGrid).rows] == ["ada", "alice", "bob", "sam"]
+        grid = screen.query_one(UserGrid)
+        assert [u.username for u in grid.rows] == ["ada", "alice", "bob", "sam"]
+        assert grid.cursor == 0 and grid.scroll_y == 0  # the team's list from its top
         assert 'team "Billing"' in screen_text(pilot.app)
         await pilot.press("escape")
         await settle(pilot)

@@ -364,7 +364,7 @@ class MainScreen(StoreWork, Screen):
             body = (f"{printable(user.name)} ({printable(user.username)}) has not set up 2FA yet.\n\n"
                     "If they began to, with an authenticator app, that setup is cancelled: they start "
                     "again at their next sign-in.")  # fmt: skip
-            self._confirm_then("Cancel their enrollment", body, "Cancel it", self.app.service.reset_2fa, user,
+            self._confirm_then("Start their setup over", body, "Start over", self.app.service.reset_2fa, user,
                                f"The enrollment {user.username} had begun is cancelled.")  # fmt: skip
             return
         body = (

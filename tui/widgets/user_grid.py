@@ -349,6 +349,11 @@ class UserGrid(CursorRows):
             return True
         return False
 
+    def from_the_top(self) -> None:
+        """The next rows shown (a filter, a sort) start at the first, cursor and view: a list
+        opened anew, not the old one's place."""
+        self._resorted = True
+
     def set_filter(self, wanted: Filter) -> None:
         """Which users show; the cursor stays on the same user."""
         self._filter = wanted

@@ -87,7 +87,9 @@ class UsersView(Vertical):
         search = self.search_box
         search.value = ""
         search.display = False
+        self.grid.from_the_top()
         self.team_filter = team
+        self._filter()  # the same team again is no change to the watcher, and the top still applies
 
     def clear(self) -> bool:
         """Esc: the search first, then the team chosen on the Rollout tab. False: nothing to clear."""
