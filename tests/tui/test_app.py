@@ -716,6 +716,21 @@ async def test_editing_keys_in_a_burst_apply_in_order_with_the_letters(paths, se
         assert (dialog.query_one("#new-username", Input).value, dialog.query_one("#new-name", Input).value) == ("john", "John Doe")
 
 
+async def test_an_enter_only_burst_through_the_add_user_form_lands_every_field(paths, service, clock):
+    """Name, Tab, full name, Enter, Enter (past Role), team, Enter, email, Enter, Enter (past
+    the password): read before the focus moves, Role's Enter moves on in its turn."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("a")
+        await settle(pilot)
+        post_burst(pilot, [*"john4", "tab", *"John Four", "enter", "enter", *"Sales", "enter", *"j4@acme.example",
+                           "enter", "enter"])  # fmt: skip
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, MainScreen)  # added from the last field
+        added = service.get_user(service.operator("tester"), "john4")
+        assert (added.name, added.team, added.email) == ("John Four", "Sales", "j4@acme.example")
+
+
 async def test_the_security_tab_reads_in_a_60x20_terminal(paths, service, clock):
     """Each setting's value wraps beside its name, not under it, and the last ones are reached
     with the keyboard (they were cut off, the view did not scroll)."""

@@ -25,6 +25,7 @@ class RoleSelect(Select):
     A binding of the widget, not the form's: it acts in order with a burst's Tabs, as they do."""
 
     BINDINGS = [Binding("enter", "app.focus_next", "Next field", show=False)]
+    enter_moves_on = True  # a burst typed in the field before it goes on past it (tui.widgets.fields)
 
 
 class AddUserDialog(StoreWork, Dialog[User | None]):

@@ -145,9 +145,12 @@ class Field(Input):
 
 
 def _tab_destination(widget: Widget, key: str) -> Widget | None:
-    """Where Tab or Shift+Tab moves the focus from a widget that is not a field (a Select): there
-    too, a move typed in the burst is made from where the focus is going, not redelivered later."""
-    return _neighbour(widget, {"tab": 1, "shift+tab": -1}[key]) if key in ("tab", "shift+tab") else None
+    """Where Tab or Shift+Tab moves the focus from a widget that is not a field (a Select), and
+    Enter from one whose Enter means "next" (`enter_moves_on`): there too, a move typed in the
+    burst is made from where the focus is going, not redelivered later."""
+    if key in ("tab", "shift+tab"):
+        return _neighbour(widget, {"tab": 1, "shift+tab": -1}[key])
+    return _neighbour(widget, 1) if key == "enter" and getattr(widget, "enter_moves_on", False) else None
 
 
 def _neighbour(widget: Widget, step: int) -> Widget | None:
