@@ -29,10 +29,12 @@ from tests.support import T0, FakeClock, Screenshots
 ENGINES = ("sqlite", "postgresql")
 
 # -- how the suite is spread over pytest-xdist's workers ------------------------------------------
-# The project runs `-n 4 --dist loadfile`. Whole files are too coarse: the command line's tests
-# alone are a minute of subprocesses, and one worker would still run them after the others are
-# done. So a file is split test by test, unless it is listed here (its tests share a module-scoped
-# fixture worth building once); and tests marked `heavy` are handed out first.
+# The project runs `-n 6 --dist loadfile`: a third of a dashboard test's time is waiting, so six
+# workers on 2 cores finish first (129 s here, where 5 took 144 s and 4 took 153 s). Whole files
+# are too coarse: the command line's tests alone are a minute of subprocesses, and one worker
+# would still run them after the others are done. So a file is split test by test, unless it is
+# listed here (its tests share a module-scoped fixture worth building once); and tests marked
+# `heavy` are handed out first.
 KEEP_TOGETHER = ("tests/store/test_scale.py",)
 
 
