@@ -808,6 +808,22 @@ async def test_s_sorts_by_each_column_shown_in_turn(paths, service, clock, width
         assert (len(shown) < 7) == (width < 160)  # the narrow ones do leave some out
 
 
+async def test_the_audit_tabs_keys_are_the_ones_that_act_there(paths, service, clock):
+    """Letters filter the log: `?` listed j and k as moves of its table, which typed them instead."""
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("4")
+        await settle(pilot)
+        keys = set(pilot.app.screen.active_bindings)
+        assert {"up", "down", "pageup", "pagedown"} <= keys and not {"j", "k"} & keys
+        await pilot.press("j")
+        await settle(pilot)
+        assert pilot.app.screen.query_one("#audit-filter", Input).value == "j"
+        await pilot.press("escape", "escape", "2")  # the Users grid keeps them
+        await settle(pilot)
+        assert {"j", "k"} <= set(pilot.app.screen.active_bindings)
+
+
 async def test_the_audit_tab_shows_the_selected_events_detail_whole(paths, service, clock):
     op = service.operator("tester")
     networks = ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "2001:db8::/32")

@@ -40,9 +40,10 @@ def cells(event: AuditEvent) -> tuple[str, ...]:
             event.target or "—", event.outcome, event.detail or "")  # fmt: skip
 
 
-class AuditTable(LineTable):
+class AuditTable(LineTable, inherit_bindings=False):
     """Letters typed here go to the filter (a burst of them keeps its order), `q` too."""
 
+    BINDINGS = LineTable.MOVES  # not j and k: letters filter here (`?` listed them as moves)
     letters_filter = True  # the footer does not offer `q Quit` here (MfaConsoleApp.check_action)
 
     def on_key(self, event: events.Key) -> None:

@@ -14,14 +14,15 @@ from textual.scroll_view import ScrollView
 class CursorRows(ScrollView, can_focus=True):
     """Line 0 is the header; `_rows` are drawn below it by the subclass's `render_line`."""
 
-    BINDINGS = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
+    MOVES = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
         Binding("pageup", "page(-1)", "Page up", show=False),
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
     ]
+    BINDINGS = [*MOVES, Binding("k", "cursor(-1)", "Up", show=False), Binding("j", "cursor(1)", "Down", show=False)]
 
     cursor: reactive[int] = reactive(0)
 
