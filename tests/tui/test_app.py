@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -822,6 +823,23 @@ async def test_the_audit_tabs_keys_are_the_ones_that_act_there(paths, service, c
         await pilot.press("escape", "escape", "2")  # the Users grid keeps them
         await settle(pilot)
         assert {"j", "k"} <= set(pilot.app.screen.active_bindings)
+
+
+async def test_the_event_kept_as_the_audit_filter_is_cleared_stays_in_view(paths, service, clock):
+    op = service.operator("tester")
+    service.add_user(op, NewUser("zelda", "Zelda", Role.AGENT))  # old: far down the log, newest first
+    for i in range(60):
+        service.add_user(op, NewUser(f"user{i:02d}", f"User {i}", Role.AGENT))
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await admin_main_screen(pilot, service, clock)
+        await pilot.press("4", *"zelda")
+        await settle(pilot)
+        table = pilot.app.screen.query_one(AuditView).table
+        assert table.rows[table.cursor].target == "zelda"
+        await pilot.press("escape")  # clears the filter: the event stays selected, and shown
+        await settle(pilot)
+        assert table.rows[table.cursor].target == "zelda" and table.cursor > 20
+        assert re.search(r"user\.add +zelda +ok", screen_text(pilot.app))  # its row, not only the detail below
 
 
 async def test_the_audit_tab_shows_the_selected_events_detail_whole(paths, service, clock):

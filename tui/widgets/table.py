@@ -121,6 +121,9 @@ class LineTable(CursorRows):
             self.cursor = cursor  # the watcher scrolls it into view only if it left the view
         elif self.selected != keep:
             self.post_message(self.Highlighted(self, self.selected))
+        # Again once the new size is laid out: a scroll to a row past the old rows' end stops at it
+        # (the Audit log's event kept as a filter is cleared was left off screen).
+        self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()
 
     def watch_cursor(self) -> None:
