@@ -53,6 +53,8 @@ class StoreWork:
         person says so (a dialog), any other failure is said in one notification."""
         from .screens.common import ConfirmDialog  # the screens import this module
 
+        where = Path(path).expanduser().absolute()  # a relative name goes to the folder the app started in
+
         def failed(error: BaseException) -> None:
             if not isinstance(error, FileExistsError):
                 self.notify(printable(f"cannot write {path}: {getattr(error, 'strerror', None) or error}"),
@@ -63,10 +65,9 @@ class StoreWork:
                 if yes:
                     self.export_file(write, path, rows, group=group, force=True)
 
-            body = f"{printable(path)} exists already. Replace it?"
+            body = f"{printable(str(where))} exists already. Replace it?"
             self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
 
-        where = Path(path).expanduser().absolute()  # a relative name went to the folder the app started in
         done = lambda _: self.notify(printable(f"Exported {counted(len(rows), 'user')} to {where}."), markup=False)  # noqa: E731
         self.call_store(write, path, rows, force, then=done, failed=failed, group=group)
 

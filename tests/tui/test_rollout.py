@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 
 import tui
 from store.models import Status
@@ -182,6 +182,20 @@ async def test_export_to_a_folder_says_so_without_asking_to_replace_it(tmp_path)
         await settle(pilot)
         assert not isinstance(app.screen, PromptDialog) and "Replace" not in screen_text(app)
         assert any(f"{tmp_path} is a folder" in str(n.message) for n in app._notifications)
+
+
+async def test_a_relative_name_already_there_is_named_in_full_before_it_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "chase.csv").write_text("old\n")
+    app = RolloutApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("x")
+        app.screen.query_one(Input).value = "chase.csv"
+        await pilot.press("enter")
+        await settle(pilot)
+        said = [str(static.render()) for static in app.screen.query(Static)]  # a long path wraps on screen
+        assert f"{tmp_path / 'chase.csv'} exists already. Replace it?" in said
 
 
 async def test_no_users_yet():
