@@ -53,7 +53,8 @@ class StoreWork:
         person says so (a dialog), any other failure is said in one notification."""
         from .screens.common import ConfirmDialog  # the screens import this module
 
-        where = Path(path).expanduser().absolute()  # a relative name goes to the folder the app started in
+        # A relative name goes to the folder the app started in: said in full. `~/…` says where already.
+        where = path if path.startswith(("/", "~")) else str(Path(path).absolute())
 
         def failed(error: BaseException) -> None:
             if not isinstance(error, FileExistsError):
@@ -65,7 +66,7 @@ class StoreWork:
                 if yes:
                     self.export_file(write, path, rows, group=group, force=True)
 
-            body = f"{printable(str(where))} exists already. Replace it?"
+            body = f"{printable(where)} exists already. Replace it?"
             self.app.push_screen(ConfirmDialog("Replace the file?", body, "Replace"), answered)
 
         done = lambda _: self.notify(printable(f"Exported {counted(len(rows), 'user')} to {where}."), markup=False)  # noqa: E731
