@@ -228,6 +228,26 @@ async def test_agent_sees_only_their_own_status(paths, service, clock):
         assert followed(screen_text(pilot.app))
 
 
+async def test_the_agent_screen_says_a_store_problem_once_and_reads_again_after_it(paths, service, clock, monkeypatch):
+    make_optional(service, enabled=False)
+    async with make_app(paths, clock).run_test(size=SIZE) as pilot:
+        await sign_in(pilot, "alice", "alice-password")
+        screen = pilot.app.screen
+        assert isinstance(screen, AgentScreen)
+        real = pilot.app.service.get_user
+        monkeypatch.setattr(pilot.app.service, "get_user", lambda *a: (_ for _ in ()).throw(StoreError("store is busy")))
+        service.set_enabled(service.operator("tester"), True)  # a change, read while the store is busy
+        await pilot.pause(0.5)
+        await settle(pilot)
+        assert [str(n.message) for n in pilot.app._notifications].count("store is busy") == 1  # once, not each poll
+        monkeypatch.setattr(pilot.app.service, "get_user", real)  # the store answers again: the change shows
+        for _ in range(30):
+            await pilot.pause(0.1)
+            if "Pending" in screen_text(pilot.app):
+                break
+        assert "○ Pending" in screen_text(pilot.app)
+
+
 async def test_supervisor_sees_no_admin_action_and_store_refuses_one(paths, service, clock):
     make_optional(service, enabled=False)
     async with make_app(paths, clock).run_test(size=SIZE) as pilot:

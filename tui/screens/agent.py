@@ -30,6 +30,7 @@ class AgentScreen(StoreWork, Screen):
         self.session = session
         self.user: User | None = None
         self._generation: object = None  # the store's, when `user` was read
+        self._problem: str | None = None  # the store error last said: once, and read again next time
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="🔐")
@@ -65,13 +66,16 @@ class AgentScreen(StoreWork, Screen):
     def _read_done(self, read: tuple[object, User | StoreError] | None) -> None:
         if read is None:
             return
-        self._generation, user = read
+        generation, user = read
         if isinstance(user, PermissionDenied):  # deactivated, or the session ended
             self.app.sign_out()
             self.app.notify(printable(f"Signed out: {user}"), severity="warning", markup=False)
-        elif isinstance(user, StoreError):
-            self.notify(printable(str(user)), severity="error", markup=False)
+        elif isinstance(user, StoreError):  # busy or unreachable: said once, the user read again at the next poll
+            if self._problem != str(user):
+                self._problem = str(user)
+                self.notify(printable(str(user)), severity="error", markup=False)
         else:
+            self._generation, self._problem = generation, None
             self.show(user)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
